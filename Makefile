@@ -1,0 +1,70 @@
+# ParaQA: `make demo` runs the whole pipeline on the embedded default; `make test` runs the tests.
+# Both set everything up first (apt packages, a virtual environment, Python packages, embedded models, kernel).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := espeak-ng flite sox libsndfile1
+KERNEL := paraqa
+SETUP_STAMP := $(VENV)/.paraqa-setup
+PYTEST_ARGS ?=
+
+.PHONY: setup system demo smoke test test-fast lab bench clean-runs help
+
+help:
+	@echo "make demo   - set up, then run the whole pipeline on the embedded default (params/demo.yaml)"
+	@echo "make test   - set up, then run the test suite (includes one smoke run of the pipeline)"
+	@echo "make smoke  - set up, then run the pipeline on params/smoke.yaml (CI size)"
+	@echo "make lab    - set up, then start JupyterLab with the '$(KERNEL)' kernel"
+	@echo "make bench  - set up, then run the benchmarks in bench/"
+
+setup: system $(SETUP_STAMP)
+
+# System tools the pipeline calls (TTS engines, sox). As root we install them; otherwise we say how.
+system:
+	@missing=""; for c in espeak-ng flite sox; do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    echo ">> installing apt packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	  else \
+	    echo "missing system tools:$$missing"; \
+	    echo "run: sudo apt-get install -y $(APT_PACKAGES)"; exit 1; \
+	  fi; \
+	fi
+
+# Rebuilt only when a requirements file or pyproject.toml changes.
+$(SETUP_STAMP): requirements/base.txt requirements/server.txt requirements/embedded.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch is pinned in base.txt, so pip takes the CPU build and never a multi-GB CUDA one.
+	$(BIN)/python -m pip install -q -r requirements/base.txt
+	# llama.cpp's server builds from source (~5 min on 2 cores); portable flags: a native build crashes on VMs.
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install -q -r requirements/server.txt
+	$(BIN)/python -m pip install -q --no-deps -r requirements/embedded.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python ($(KERNEL))" >/dev/null
+	$(BIN)/python -m paraqa_utils.assets
+	@touch $@
+
+demo: setup
+	$(BIN)/python -m paraqa_utils.pipeline --profile demo
+
+smoke: setup
+	$(BIN)/python -m paraqa_utils.pipeline --profile smoke
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Everything but the whole-pipeline smoke run and the server start-up (seconds, for editing loops).
+test-fast: setup
+	$(BIN)/python -m pytest -m "not smoke and not server" $(PYTEST_ARGS)
+
+lab: setup
+	$(BIN)/jupyter lab notebooks/
+
+bench: setup
+	@for b in bench/bench_*.py; do echo ">> $$b"; $(BIN)/python $$b || exit 1; done
+
+clean-runs:
+	rm -rf outputs/runs

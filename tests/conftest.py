@@ -1,0 +1,58 @@
+"""Shared fixtures: tiny notebooks for runner tests, and a temp runs folder so tests never touch outputs/runs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from paraqa_utils.stages import STAGES
+
+
+@pytest.fixture()
+def runs_root(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "runs"
+    monkeypatch.setenv("PARAQA_RUNS", str(root))
+    return root
+
+
+def make_notebook(path: Path, stage: str, params: str, body: str) -> None:
+    nb = new_notebook()
+    nb.metadata = {"kernelspec": {"name": "paraqa", "display_name": "Python (paraqa)", "language": "python"}}
+    nb.cells = [new_markdown_cell(f"# {stage} (test)"),
+                new_code_cell(params, metadata={"tags": ["parameters"]}),
+                new_code_cell(f"from paraqa_utils import runs\nstage = runs.open_stage(run_dir, '{stage}')"),
+                new_code_cell(body)]
+    nbformat.write(nb, path)
+
+
+@pytest.fixture()
+def tiny_notebooks(tmp_path) -> Path:
+    """Seven fast notebooks with the real stage names; each reads its predecessor's artifact (hash-checked).
+
+    Behaviour is steered by files in the folder, so one test can make a stage fail, then fix it:
+    `fail_<stage>` makes that stage raise; `sleep_<stage>` makes it wait that many seconds.
+    """
+    nb_dir = tmp_path / "nbs"
+    nb_dir.mkdir()
+    for i, stage in enumerate(STAGES):
+        read_prev = f"prev = stage.input('{STAGES[i - 1]}/out.txt').read_text()\n" if i else "prev = ''\n"
+        body = (read_prev +
+                "import pathlib, time\n"
+                f"ctl = pathlib.Path({str(nb_dir)!r})\n"
+                f"if (ctl / 'fail_{stage}').exists():\n    raise RuntimeError('boom in {stage}')\n"
+                f"if (ctl / 'sleep_{stage}').exists():\n    time.sleep(float((ctl / 'sleep_{stage}').read_text()))\n"
+                f"(stage.dir / 'out.txt').write_text(prev + '{stage} x' + str(scale) + '\\n')\n"
+                f"with open(ctl / 'log.txt', 'a') as f:\n    f.write('{stage}\\n')\n"
+                "stage.write_metrics(scale=scale, n_lines=len((stage.dir / 'out.txt').read_text().splitlines()))\n"
+                "stage.finish()")
+        make_notebook(nb_dir / f"{stage}.ipynb", stage, 'run_dir = ""\nscale = 1\nlabel = "a"', body)
+    return nb_dir
+
+
+@pytest.fixture()
+def tiny_profile(tmp_path) -> Path:
+    p = tmp_path / "tiny.yaml"
+    p.write_text("description: tiny\ncommon:\n  scale: 2\n01_annotate:\n  label: b\n")
+    return p

@@ -1,0 +1,144 @@
+"""Explicit labels, conditions, test sets, leakage guards and exports on hand-made run artifacts."""
+import json
+
+import pytest
+
+from paraqa_utils import explicit_merge as em
+from paraqa_utils import exports, mixtures, runs
+
+EMOS = ["neutral", "happy", "sad", "angry", "fearful", "surprised"]
+
+
+def seg(i, emo, gender, spk, sid, text, t0=0.0):
+    return {"start_s": t0, "end_s": t0 + 2.0, "speaker": spk, "gender": gender, "emotion": emo,
+            "valence": 0.1 + 0.1 * (i % 8), "arousal": 0.5, "dominance": 0.4, "text": text, "sentence_id": sid}
+
+
+@pytest.fixture()
+def run(runs_root):
+    return make_upstream(runs.make_run_dir("t", "merge"))
+
+
+def make_upstream(run_dir):
+    """Finished 00/01/02 stages: 12 train clips, 4 test clips, disjoint speakers and sentences."""
+    clips, anns, qas = [], [], []
+    for i in range(16):
+        split = "test" if i >= 12 else "train"
+        spk = f"{split}_v{i % 2}"
+        g = "female" if i % 2 else "male"
+        s = [seg(i, EMOS[i % 6], g, spk, f"s{i}a", f"Sentence number {i} is here."),
+             seg(i + 1, EMOS[(i + 1) % 6], g, spk, f"s{i}b", f"Then comes line {i} again.", 2.5)]
+        clips.append({"clip_id": f"c{i:02d}", "audio_path": f"00_corpus/audio/c{i:02d}.wav", "duration_s": 5.0,
+                      "split": split, "segments": s})
+        ann_segs = [{k: v for k, v in x.items() if k not in ("text", "speaker", "sentence_id")} | {"emotion_conf": 0.7}
+                    for x in s]
+        anns.append({"clip_id": f"c{i:02d}", "split": split, "audio_path": f"00_corpus/audio/c{i:02d}.wav",
+                     "words": [{"w": "Sentence", "start_s": 0.1, "end_s": 0.5}], "segments": ann_segs,
+                     "kept": i != 3, "dominant_emotion": EMOS[i % 6]})
+        for kind in ("pqa_star", "cpqa"):
+            qas.append({"qa_id": f"{kind}-{i}", "clip_id": f"c{i:02d}", "kind": kind, "question_type": "CE",
+                        "question": f"Why does the speaker sound that way in clip {i}?", "answer": "Because."})
+    qas.append({"qa_id": "orphan", "clip_id": "gone", "kind": "cpqa", "question_type": "C", "question": "q",
+                "answer": "a"})
+    for name, files in (("00_corpus", {"clips.jsonl": clips}), ("01_annotate", {"annotations.jsonl": anns}),
+                        ("02_synthesize", {"qa_pqa_star.jsonl": [q for q in qas if q["kind"] == "pqa_star"],
+                                           "qa_cpqa.jsonl": [q for q in qas if q["kind"] == "cpqa"]})):
+        st = runs.Stage(run_dir, name)
+        for fname, recs in files.items():
+            runs.write_jsonl(st.dir / fname, recs)
+        st.finish()
+    return run_dir
+
+
+def test_verbalise_modes():
+    segs = [{"start_s": 0, "end_s": 2.0, "emotion": "sad", "gender": "female", "valence": 0.2, "arousal": 0.9,
+             "dominance": 0.5},
+            {"start_s": 2.0, "end_s": 4.2, "emotion": "sad", "gender": "female", "valence": 0.3, "arousal": 0.8,
+             "dominance": 0.5}]
+    cats = em.verbalise(segs, "categories")
+    assert cats.splitlines()[1:] == ["[0.0-4.2 s] female, sad"]  # equal runs merge
+    nums = em.verbalise(segs, "numbers", include_gender=False)
+    assert "[0.0-2.0 s] sad (valence 0.20, arousal 0.90, dominance 0.50)" in nums and "female" not in nums
+    words = em.verbalise(segs, "words", bins={d: [0.25, 0.6] for d in em.DIMS})
+    assert "(valence low, arousal high, dominance mid)" in words
+    with pytest.raises(em.MergeError, match="unknown"):
+        em.verbalise(segs, "emoji")
+
+
+def test_template_banks_are_diverse():
+    bank = em.load_bank(em.TEMPLATES_FILE)
+    for task in ("asr", "emotion_q", "gender_q"):
+        assert len(set(bank[task])) >= 20, task
+
+
+def test_conditions_tests_and_guards(run):
+    st = runs.Stage(run, "03_explicit_merge")
+    clips, anns, qa_by_clip, dropped = mixtures.load_inputs(st)
+    assert dropped["qa_unknown_clip"] == 1
+    paths, counts, bins = mixtures.build_conditions(st, list(em.CONDITIONS), clips, anns, qa_by_clip, seed=0,
+                                                    mode="numbers", include_gender=True, label_source="annotator",
+                                                    caps={"asr": -1, "cpqa": 5})
+    assert counts["baseline"] == {"asr": 12, "emotion": 11, "gender": 11}  # clip 3 was dropped by condensation
+    assert counts["pqa_star"] == {**counts["baseline"], "pqa_star": 12}
+    assert counts["implicit"] == {**counts["pqa_star"], "cpqa": 5}  # the cap holds
+    recs = {c: list(runs.read_jsonl(p)) for c, p in paths.items()}
+    assert all(r["explicit_block"] is None for r in recs["implicit"])
+    assert all(r["explicit_block"].startswith("Detected voice cues") for r in recs["implicit_explicit"])
+    assert {r["clip_id"] for r in recs["baseline"]} <= {f"c{i:02d}" for i in range(12)}
+    conds = json.loads((st.dir / "conditions.json").read_text())
+    assert conds["explicit"]["explicit"] and not conds["baseline"]["explicit"]
+    tests = mixtures.test_items(clips, anns, qa_by_clip, em.load_bank(em.REFERENCE_FILE),
+                                em.load_bank(em.TEMPLATES_FILE), 0, "numbers", bins, True)
+    assert len(tests["emotion"]) == 4 and len(tests["gender"]) == 4 and len(tests["cpqa_llm"]) == 4
+    types = {it["question_type"] for it in tests["cpqa_ref"]}
+    assert types == {"C", "CE", "CG"}
+    words = em.load_bank(em.TEMPLATES_FILE)["words"]
+    rep = mixtures.leakage_report(paths, tests, clips, anns, "numbers", bins, True, words)
+    assert rep["ok"], rep["problems"]
+    # each guard trips when its leak is planted
+    leaky = dict(tests)
+    leaky["emotion"] = [dict(tests["emotion"][0], question=f"Is the speaker {tests['emotion'][0]['label']}?")]
+    assert "in the question" in " ".join(mixtures.leakage_report(paths, leaky, clips, anns, "numbers", bins, True,
+                                                                  words)["problems"])
+    forged = dict(tests)
+    forged["gender"] = [dict(tests["gender"][0], explicit_block="Detected voice cues:\n[0.0-5.0 s] female, happy")]
+    assert "not built from the annotator" in " ".join(
+        mixtures.leakage_report(paths, forged, clips, anns, "numbers", bins, True, words)["problems"])
+    with open(paths["baseline"], "a") as f:
+        f.write(json.dumps({**recs["baseline"][0], "clip_id": "c13"}) + "\n")
+    assert "test clip c13 in training" in " ".join(
+        mixtures.leakage_report(paths, tests, clips, anns, "numbers", bins, True, words)["problems"])
+
+
+def test_empty_condition_and_duplicates_are_errors(run):
+    st = runs.Stage(run, "03_explicit_merge")
+    clips, anns, qa_by_clip, _ = mixtures.load_inputs(st)
+    only_test = {c: a for c, a in anns.items() if a["split"] == "test"}
+    with pytest.raises(em.MergeError, match="condition 'baseline' is empty"):
+        mixtures.build_conditions(st, ["baseline"], clips, only_test, qa_by_clip, 0, "numbers", True, "annotator", {})
+    with pytest.raises(em.MergeError, match="unknown condition"):
+        mixtures.build_conditions(st, ["s99"], clips, anns, qa_by_clip, 0, "numbers", True, "annotator", {})
+    with pytest.raises(em.MergeError, match="duplicate clip_id 'x'"):
+        mixtures.index_by_clip([{"clip_id": "x"}, {"clip_id": "x"}], "annotations.jsonl")
+
+
+def test_exports_and_human_qa(run, tmp_path):
+    src = tmp_path / "train_x.jsonl"
+    runs.write_jsonl(src, [{"example_id": "e1", "clip_id": "c00", "audio_path": "00_corpus/audio/c00.wav",
+                            "instruction": "Transcribe the audio.", "explicit_block": "Detected voice cues:\n[0-1 s] sad",
+                            "target": "hello", "task": "asr"}])
+    counts = exports.export_file(src, tmp_path / "exp", run, exports.FORMATS)
+    assert counts == {"chat": 1, "llamafactory": 1, "swift": 1, "hf": 1}
+    tagged = json.loads((tmp_path / "exp/swift/train_x.jsonl").read_text())
+    assert tagged["messages"][0]["content"].startswith("<audio>Detected voice cues")
+    assert tagged["audios"][0].endswith("00_corpus/audio/c00.wav") and tagged["messages"][1]["content"] == "hello"
+    from datasets import Dataset, load_from_disk
+    assert load_from_disk(str(tmp_path / "exp/hf/train_x"))[0]["target"] == "hello"
+    # a human-written set as a datasets folder and as JSONL
+    Dataset.from_list([{"context": {"path": "a.wav"}, "instruction": "Why?", "answer": "Because."}]) \
+        .save_to_disk(str(tmp_path / "human"))
+    items = exports.load_human_qa(tmp_path / "human", audio_root=tmp_path)
+    assert items[0]["audio_path"] == str(tmp_path / "a.wav") and items[0]["reference"] == "Because."
+    runs.write_jsonl(tmp_path / "h.jsonl", [{"audio_path": "/x/b.wav", "question": "Q?"}])
+    with pytest.raises(exports.ExportError, match="missing answer"):
+        exports.load_human_qa(tmp_path / "h.jsonl")

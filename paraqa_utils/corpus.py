@@ -1,0 +1,352 @@
+"""Stage 00: the synthetic emotional-speech corpus (plan, render in parallel, manifest) and its acoustic checks."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+from tqdm.auto import tqdm
+
+from paraqa_utils import runs, tts
+
+SCRIPTS_FILE = tts.DATA_DIR / "scripts_v1.tsv"
+SPLITS: tuple[str, ...] = ("train", "dev", "test")
+N_UTTERANCE_WEIGHTS = (0.25, 0.35, 0.25, 0.15)  # clips of 1..4 utterances [decided]
+
+
+class CorpusError(RuntimeError):
+    """The corpus cannot be built or loaded as asked (too many rejects, a broken split, bad settings)."""
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Every knob of the synthetic corpus; the notebook's parameters map onto it one to one."""
+    n_clips: int = 400
+    seed: int = 0
+    n_workers: int = 2
+    sample_rate_hz: int = 16000
+    min_clip_s: float = 2.0
+    max_clip_s: float = 20.0
+    max_utterances_per_clip: int = 4
+    two_speaker_share: float = 0.3
+    emotion_change_share: float = 0.3
+    congruent_share: float = 0.15
+    incongruent_share: float = 0.15
+    prosody_jitter: float = 1.0
+    vad_jitter_sd: float = 0.1
+    clip_gain_sd_db: float = 3.0
+    pause_min_s: float = 0.2
+    pause_max_s: float = 0.8
+    dev_share: float = 0.15
+    test_share: float = 0.15
+
+    def __post_init__(self) -> None:
+        shares = ("two_speaker_share", "emotion_change_share", "congruent_share", "incongruent_share",
+                  "dev_share", "test_share")
+        checks = [(self.n_clips >= 3, f"n_clips={self.n_clips}: need at least 3 (one per split)"),
+                  (1 <= self.max_utterances_per_clip <= 4, "max_utterances_per_clip must be 1..4"),
+                  (0 < self.min_clip_s < self.max_clip_s, "need 0 < min_clip_s < max_clip_s"),
+                  (0 <= self.pause_min_s <= self.pause_max_s, "need 0 <= pause_min_s <= pause_max_s"),
+                  (all(0 <= getattr(self, n) <= 1 for n in shares), f"{', '.join(shares)} must lie within 0..1"),
+                  (self.congruent_share + self.incongruent_share <= 1, "congruent + incongruent share > 1"),
+                  (self.dev_share + self.test_share < 1, "dev + test share must leave room for train"),
+                  (self.n_workers >= 1 and min(self.prosody_jitter, self.vad_jitter_sd, self.clip_gain_sd_db) >= 0,
+                   "need n_workers >= 1 and prosody_jitter, vad_jitter_sd, clip_gain_sd_db >= 0")]
+        problems = [msg for ok, msg in checks if not ok]
+        if problems:
+            raise CorpusError("invalid corpus settings: " + "; ".join(problems))
+
+
+def load_scripts(path: Path = SCRIPTS_FILE) -> pd.DataFrame:
+    """The sentence bank: sentence_id, text_emotion (none = words carry no emotion), text."""
+    with open(path) as f:
+        return pd.DataFrame(csv.DictReader((ln for ln in f if not ln.startswith("#")), delimiter="\t"))
+
+
+def split_scripts(scripts: pd.DataFrame, seed: int, dev_share: float, test_share: float) -> dict[str, str]:
+    """sentence_id -> split, stratified by text_emotion so every split gets emotional sentences of each kind."""
+    rng = np.random.default_rng([seed, 17])
+    out: dict[str, str] = {}
+    for _, group in scripts.groupby("text_emotion", sort=True):
+        ids = list(rng.permutation(group["sentence_id"].to_numpy()))
+        n_dev, n_test = max(1, round(len(ids) * dev_share)), max(1, round(len(ids) * test_share))
+        for i, sid in enumerate(ids):
+            out[str(sid)] = "dev" if i < n_dev else "test" if i < n_dev + n_test else "train"
+    return out
+
+
+def _pick_sentence(pools: dict[str, pd.DataFrame], emotion: str, cfg: SynthConfig,
+                   rng: np.random.Generator) -> tuple[pd.Series, str]:
+    u = rng.random()
+    if u < cfg.congruent_share and emotion != "neutral":
+        pool, congruence = pools[emotion], "congruent"
+    elif u < cfg.congruent_share + cfg.incongruent_share:
+        others = [e for e in tts.EMOTIONS if e not in ("neutral", emotion)]
+        pool, congruence = pools[str(rng.choice(others))], "incongruent"
+    else:
+        pool, congruence = pools["none"], "ambiguous"
+    return pool.iloc[int(rng.integers(len(pool)))], congruence
+
+
+def _plan_clip(clip_id: str, split: str, first: str, voices: list[tts.Voice], pools: dict[str, pd.DataFrame],
+               cfg: SynthConfig, rng: np.random.Generator) -> dict[str, Any]:
+    weights = np.array(N_UTTERANCE_WEIGHTS[: cfg.max_utterances_per_clip])
+    n_utt = int(rng.choice(len(weights), p=weights / weights.sum())) + 1
+    n_spk = 2 if n_utt > 1 and rng.random() < cfg.two_speaker_share else 1
+    speakers = [voices[j] for j in rng.choice(len(voices), size=n_spk, replace=False)]
+    order = [0]  # who speaks each utterance: turns alternate more often than not
+    for _ in range(n_utt - 1):
+        order.append(1 - order[-1] if n_spk == 2 and rng.random() < 0.7 else order[-1])
+    if n_spk == 2 and 1 not in order:
+        order[-1] = 1
+    current: dict[int, str] = {0: first}  # each speaker's emotion, which may change between utterances
+    utterances = []
+    for k, s in enumerate(order):
+        if s not in current:
+            current[s] = str(rng.choice(tts.EMOTIONS))
+        elif k > 0 and rng.random() < cfg.emotion_change_share:
+            current[s] = str(rng.choice([e for e in tts.EMOTIONS if e != current[s]]))
+        row, congruence = _pick_sentence(pools, current[s], cfg, rng)
+        pros, vad = tts.draw_prosody(current[s], rng, len(row["text"].split()), cfg.prosody_jitter, cfg.vad_jitter_sd)
+        utterances.append(dict(
+            voice_id=speakers[s].voice_id, emotion=current[s], valence=round(vad[0], 4), arousal=round(vad[1], 4),
+            dominance=round(vad[2], 4), sentence_id=str(row["sentence_id"]), text=str(row["text"]),
+            text_emotion=str(row["text_emotion"]), congruence=congruence, prosody=tts.prosody_dict(pros),
+            gap_after_s=round(float(rng.uniform(cfg.pause_min_s, cfg.pause_max_s)), 3)))
+    # A whole-clip gain stands for microphone distance and recording level: absolute loudness alone must
+    # not give the emotion away, while level differences inside a clip still do.
+    return dict(clip_id=clip_id, split=split, noise_seed=int(rng.integers(2**31)), utterances=utterances,
+                lead_s=round(float(rng.uniform(0.1, 0.4)), 3), tail_s=round(float(rng.uniform(0.1, 0.4)), 3),
+                gain_db=round(float(rng.normal(0, cfg.clip_gain_sd_db)), 2))
+
+
+def plan_corpus(cfg: SynthConfig, voices: list[tts.Voice] | None = None,
+                scripts: pd.DataFrame | None = None) -> list[dict[str, Any]]:
+    """Every random choice of the corpus, made up front from the seed: rendering is then a pure function."""
+    voices = voices or tts.load_voices()
+    scripts = load_scripts() if scripts is None else scripts
+    rng = np.random.default_rng(cfg.seed)
+    in_split = scripts["sentence_id"].map(split_scripts(scripts, cfg.seed, cfg.dev_share, cfg.test_share))
+    pools = {s: dict(list(scripts[in_split == s].groupby("text_emotion"))) for s in SPLITS}
+    n_dev, n_test = max(1, round(cfg.n_clips * cfg.dev_share)), max(1, round(cfg.n_clips * cfg.test_share))
+    splits = rng.permutation(["dev"] * n_dev + ["test"] * n_test + ["train"] * (cfg.n_clips - n_dev - n_test))
+    # A clip's first emotion cycles through the classes so that even a smoke-size corpus is balanced.
+    counters = {s: int(rng.integers(len(tts.EMOTIONS))) for s in SPLITS}
+    plans = []
+    for i, split in enumerate(map(str, splits)):
+        first = tts.EMOTIONS[counters[split] % len(tts.EMOTIONS)]
+        counters[split] += 1
+        plans.append(_plan_clip(f"c{i:05d}", split, first, [v for v in voices if v.split == split], pools[split],
+                                cfg, rng))
+    return plans
+
+
+def _plan_sha(plan: dict[str, Any], cfg: SynthConfig) -> str:
+    key = dict(plan=plan, sr=cfg.sample_rate_hz, min=cfg.min_clip_s, max=cfg.max_clip_s)
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def render_clip(plan: dict[str, Any], stage_dir: Path, cfg: SynthConfig) -> dict[str, Any]:
+    """Synthesise one clip (the unit of work and of failure) and return its manifest record; cached by plan hash."""
+    stage_dir = Path(stage_dir)
+    wav = stage_dir / "audio" / f"{plan['clip_id']}.wav"
+    cached = stage_dir / "_cache" / "synth" / f"{plan['clip_id']}.json"
+    sha = _plan_sha(plan, cfg)
+    if wav.exists() and cached.exists():
+        hit = json.loads(cached.read_text())
+        if hit.get("plan_sha") == sha:
+            return hit["record"]
+    sr = cfg.sample_rate_hz
+    voices = {v.voice_id: v for v in tts.load_voices()}
+    rng = np.random.default_rng(plan["noise_seed"])
+    pieces, segments, t = [np.zeros(int(plan["lead_s"] * sr), np.float32)], [], plan["lead_s"]
+    for k, u in enumerate(plan["utterances"]):
+        v = voices[u["voice_id"]]
+        y = tts.synthesize(u["text"], v, tts.Prosody(**u["prosody"]), sr, phase=float(rng.uniform(0, 2 * np.pi)))
+        dur = len(y) / sr
+        gap = int(plan["utterances"][k - 1]["gap_after_s"] * sr) / sr if k > 0 else 0.0
+        # A clip never exceeds max_clip_s: later utterances are dropped (the first is always kept).
+        if k > 0 and t + gap + dur + plan["tail_s"] > cfg.max_clip_s:
+            break
+        pieces.append(np.zeros(int(round(gap * sr)), np.float32))
+        t += gap
+        pieces.append(y)
+        segments.append(dict(start_s=round(t, 3), end_s=round(t + dur, 3), speaker=v.voice_id, gender=v.gender,
+                             emotion=u["emotion"], valence=u["valence"], arousal=u["arousal"],
+                             dominance=u["dominance"], text=u["text"], congruence=u["congruence"],
+                             sentence_id=u["sentence_id"], text_emotion=u["text_emotion"],
+                             tts=dict(engine=v.engine, voice=v.voice, **u["prosody"])))
+        t += len(y) / sr
+    tail = max(plan["tail_s"], cfg.min_clip_s - t)  # short clips are padded with trailing silence
+    audio = np.concatenate(pieces + [np.zeros(int(tail * sr), np.float32)]) * 10 ** (plan["gain_db"] / 20)
+    audio = tts.soft_limit(audio + rng.normal(0, 10 ** (-65 / 20), len(audio)))  # a faint noise floor
+    wav.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(wav, audio, sr, subtype="PCM_16")
+    rec = dict(clip_id=plan["clip_id"], audio_path=f"{stage_dir.name}/audio/{wav.name}",
+               duration_s=round(len(audio) / sr, 3), sample_rate_hz=sr, split=plan["split"], source="synthetic",
+               has_emotion_labels=True, n_speakers=len({s["speaker"] for s in segments}), segments=segments)
+    runs.write_json(cached, dict(plan_sha=sha, record=rec))
+    return rec
+
+
+def _render_safe(args: tuple[dict[str, Any], Path, SynthConfig]) -> dict[str, Any]:
+    plan, stage_dir, cfg = args
+    try:
+        return render_clip(plan, stage_dir, cfg)
+    except tts.TTSEngineMissing:
+        raise
+    except Exception as exc:  # one broken clip is a recorded reject, not a failed stage
+        return dict(clip_id=plan["clip_id"], reject=f"synthesis failed: {type(exc).__name__}: {exc}")
+
+
+def build_synthetic(stage_dir: Path, cfg: SynthConfig, progress: bool = True) -> tuple[list[dict], list[dict]]:
+    """Plan and render the whole corpus with cfg.n_workers processes; returns (clips, rejects)."""
+    voices = tts.load_voices()
+    for engine in sorted({v.engine for v in voices}) + (["sox"] if any(v.engine == "flite" and v.base_pitch <= 0
+                                                                       for v in voices) else []):
+        tts.require_engine(engine)  # fail before any work, naming the apt package
+    plans = plan_corpus(cfg, voices)
+    jobs = [(p, Path(stage_dir), cfg) for p in plans]
+    bar = dict(total=len(jobs), desc="synthesising clips", unit="clip", disable=not progress)
+    if cfg.n_workers == 1:
+        results = [_render_safe(j) for j in tqdm(jobs, **bar)]
+    else:
+        with ProcessPoolExecutor(cfg.n_workers) as pool:
+            results = list(tqdm(pool.map(_render_safe, jobs, chunksize=1), **bar))
+    clips = [r for r in results if "reject" not in r]
+    rejects = [dict(source="synthetic", item=r["clip_id"], reason=r["reject"]) for r in results if "reject" in r]
+    return clips, rejects
+
+
+def resolve_audio(run_dir: str | Path, audio_path: str | Path) -> Path:
+    """A manifest's audio_path as a file: relative paths are run-local, absolute ones a user's corpus on disk."""
+    p = Path(audio_path)
+    return p if p.is_absolute() else Path(run_dir) / p
+
+
+def write_manifest(stage_dir: Path, clips: list[dict], rejects: list[dict], max_reject_share: float) -> dict[str, Any]:
+    """Write clips.jsonl and rejects.jsonl; fail when rejects pass max_reject_share (after writing, to inspect)."""
+    runs.write_jsonl(Path(stage_dir) / "clips.jsonl", sorted(clips, key=lambda c: c["clip_id"]))
+    runs.write_jsonl(Path(stage_dir) / "rejects.jsonl", rejects)
+    total = len(clips) + len(rejects)
+    share = len(rejects) / total if total else 1.0
+    if share > max_reject_share or not clips:
+        reasons = pd.Series([r["reason"].split(":")[0] for r in rejects]).value_counts().head(5).to_dict()
+        raise CorpusError(f"{len(rejects)} of {total} items rejected ({share:.1%} > max_reject_share="
+                          f"{max_reject_share:.0%}); see {Path(stage_dir) / 'rejects.jsonl'}; top reasons: {reasons}")
+    return dict(n_rejects=len(rejects), reject_share=round(share, 4))
+
+
+def check_splits(clips: Iterable[dict], strict: bool = False) -> dict[str, bool]:
+    """Do train/dev/test share a speaker or a sentence? strict (synthetic) raises when they do; real corpora
+    are reported as they are (IEMOCAP's scripted sessions, for one, reuse sentences across speakers)."""
+    spk: dict[str, set] = {s: set() for s in SPLITS}
+    txt: dict[str, set] = {s: set() for s in SPLITS}
+    for c in clips:
+        for seg in c["segments"]:
+            if seg.get("speaker") is not None:
+                spk[c["split"]].add(seg["speaker"])
+            if seg.get("text"):
+                txt[c["split"]].add(" ".join(seg["text"].lower().strip(" .!?").split()))
+    pairs = [("train", "dev"), ("train", "test"), ("dev", "test")]
+    checks = dict(speakers_disjoint=all(not spk[a] & spk[b] for a, b in pairs),
+                  texts_disjoint=all(not txt[a] & txt[b] for a, b in pairs),
+                  all_splits_present=all(spk[s] or txt[s] for s in SPLITS))
+    if strict and not all(checks.values()):
+        shared = {f"{a}/{b}": sorted(spk[a] & spk[b])[:5] + sorted(txt[a] & txt[b])[:5] for a, b in pairs}
+        raise CorpusError(f"split check failed {checks}: shared speakers/sentences {shared}")
+    return checks
+
+
+def segment_table(clips: Iterable[dict]) -> pd.DataFrame:
+    """One row per labelled segment with its clip's split and id (what the notebook's tables and plots use)."""
+    rows = [dict(clip_id=c["clip_id"], split=c["split"], source=c["source"],
+                 **{k: v for k, v in s.items() if k != "tts"}) for c in clips for s in c["segments"]]
+    return pd.DataFrame(rows)
+
+
+def corpus_metrics(clips: list[dict], checks: dict[str, bool]) -> dict[str, Any]:
+    durations = np.array([c["duration_s"] for c in clips])
+    per_split = pd.Series([c["split"] for c in clips]).value_counts()
+    return dict(n_clips=len(clips), **{f"n_clips_{s}": int(per_split.get(s, 0)) for s in SPLITS},
+                n_segments=sum(len(c["segments"]) for c in clips), total_audio_s=round(float(durations.sum()), 2),
+                min_clip_s=round(float(durations.min()), 3), max_clip_s=round(float(durations.max()), 3),
+                n_speakers=len({s["speaker"] for c in clips for s in c["segments"] if s.get("speaker")}),
+                n_two_speaker_clips=sum(len({s.get("speaker") for s in c["segments"]}) > 1 for c in clips),
+                n_emotion_change_clips=sum(len({s.get("emotion") for s in c["segments"]}) > 1 for c in clips),
+                n_converted=sum("converted_from" in c for c in clips),
+                n_with_emotion_labels=sum(bool(c.get("has_emotion_labels")) for c in clips),
+                congruence=dict(Counter(s.get("congruence") or "none" for c in clips for s in c["segments"])),
+                split_checks=checks, **{f"split_{k}": v for k, v in checks.items()})
+
+
+def measure_segments(run_dir: str | Path, clips: list[dict], progress: bool = True) -> pd.DataFrame:
+    """Acoustic statistics of every segment, read back from the written audio (so they describe what was saved)."""
+    rows = []
+    for c in tqdm(clips, desc="measuring segments", unit="clip", disable=not progress):
+        y, sr = sf.read(resolve_audio(run_dir, c["audio_path"]), dtype="float32", always_2d=True)
+        y = y.mean(axis=1)
+        for k, s in enumerate(c["segments"]):
+            seg = y[int(s["start_s"] * sr): int(s["end_s"] * sr)]
+            dur = len(seg) / sr
+            words = len(s["text"].split()) if s.get("text") else 0
+            rows.append(dict(clip_id=c["clip_id"], segment=k, split=c["split"], emotion=s.get("emotion"),
+                             speaker=s.get("speaker"), gender=s.get("gender"), valence=s.get("valence"),
+                             arousal=s.get("arousal"), duration_s=dur,
+                             rate_wps=words / dur if words and dur > 0 else float("nan"),
+                             **tts.acoustic_stats(seg, sr)))
+    df = pd.DataFrame(rows)
+    if len(df):  # F0 relative to the speaker's own median: the emotion's effect without the voice's register
+        own = df.groupby("speaker", dropna=False)["f0_median_hz"].transform("median")
+        df["f0_rel_st"] = 12 * np.log2(df["f0_median_hz"] / own)
+    return df
+
+
+def prosody_table(features: pd.DataFrame) -> pd.DataFrame:
+    """Per emotion: median F0 (absolute, and in semitones from the speaker's median), F0 spread, speaking rate
+    (words/s) and level (dBFS) of the audio."""
+    df = features.dropna(subset=["emotion"])
+    return (df.groupby("emotion")[["f0_median_hz", "f0_rel_st", "f0_spread_st", "rate_wps", "rms_db"]].median()
+            .assign(n_segments=df.groupby("emotion").size()).round(2))
+
+
+FEATURES = ("log_f0", "f0_spread_st", "rate_wps", "rms_db", "rms_sd_db")
+
+
+def separability(features: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
+    """How well simple acoustics give the emotion: a logistic regression trained on train, scored on test.
+
+    Segments are the unit because a clip may change emotion between utterances. Far above chance but far
+    below 100 % is what we want: emotion audible in the voice, yet overlapping across classes and voices.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    df = features.assign(log_f0=np.log(features["f0_median_hz"])).dropna(subset=[*FEATURES, "emotion"])
+    train, test = df[df["split"] == "train"], df[df["split"] == "test"]
+    if train["emotion"].nunique() < 2 or test.empty:
+        return dict(separability_accuracy=None, separability_note="needs >= 2 emotions in train and a test split")
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    model.fit(train[list(FEATURES)], train["emotion"])
+    pred = model.predict(test[list(FEATURES)])
+    recall = {e: round(float(np.mean(pred[test["emotion"] == e] == e)), 3) for e in sorted(test["emotion"].unique())}
+    return dict(separability_accuracy=round(float(np.mean(pred == test["emotion"].to_numpy())), 4),
+                separability_chance=round(1 / train["emotion"].nunique(), 4), separability_n_train=len(train),
+                separability_n_test=len(test), separability_recall=recall, separability_features=list(FEATURES))
+
+
+def pick_examples(clips: list[dict], n: int = 2) -> list[dict]:
+    """Clips worth listening to: first a test clip with two speakers or a change of emotion, then a plain one."""
+    pool = sorted(clips, key=lambda c: (c["split"] != "test", c["clip_id"]))
+    rich = [c for c in pool if len({(s.get("speaker"), s.get("emotion")) for s in c["segments"]}) > 1]
+    plain = [c for c in pool if c not in rich[:1]]
+    return (rich[:1] + plain)[:n]

@@ -1,0 +1,126 @@
+"""The judge on a fault-injecting loopback server: parsing, parse failures, resume, scorers and validation."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from paraqa_utils import judge
+from paraqa_utils import judge_validation as jv
+from paraqa_utils.llm import LLMClient
+from tests.unit.test_llm_fakes import FakeLLMServer
+
+
+def grader(body):
+    """Rates 5 when the answer repeats the reference, 1 otherwise; obeys planted content in the answer."""
+    text = body["messages"][0]["content"]
+    ref = text.split("Reference answer: ")[1].split("\n")[0]
+    ans = text.split("Assistant's answer: ")[1].split("\n")[0]
+    if "NO-RATING" in ans:
+        return "I think it is fine."
+    if "TOO-HIGH" in ans:
+        return json.dumps({"explanation": "great", "rating": 9})
+    if "PLAIN-TEXT" in ans:
+        return "The answer matches well. Rating: 4"
+    return json.dumps({"explanation": "compared", "rating": 5 if ans == ref else 1})
+
+
+def items(n=4):
+    out = []
+    for i in range(n):
+        out.append({"item_id": f"i{i}", "condition": "c", "test_set": "cpqa_ref", "question_type": "CE",
+                    "question": f"How does the speaker feel in part {i}?", "reference": f"She sounds sad {i}.",
+                    "answer": f"She sounds sad {i}." if i % 2 == 0 else "He is happy."})
+    return out
+
+
+def client(url, tmp_path, **kw):
+    return LLMClient([url], model="fake-model", cache_dir=tmp_path / "cache", ledger_name="judge", progress=False,
+                     backoff_base_s=0.01, **kw)
+
+
+@pytest.mark.parametrize("text,data,top,expect", [
+    ('{"rating": 3}', {"explanation": "x", "rating": 3}, 5, (3, "")),
+    ("", {"explanation": "x", "rating": 7}, 5, (None, "rating 7 outside 0-5")),
+    ("Looks right. Rating: 4", None, 5, (4, "parsed from text")),
+    ("Score 1 for this", None, 1, (1, "parsed from text")),
+    ("it scores 12 of 10", None, 5, (None, "rating 10 outside 0-5")),
+    ("no number here", None, 5, (None, "no rating in reply")),
+    ('{"rating": true}', {"rating": True}, 1, (None, "no rating in reply")),
+])
+def test_parse_rating(text, data, top, expect):
+    assert judge.parse_rating(text, data, top) == expect
+
+
+def test_rubric_files_fill_without_breaking_braces():
+    for name in judge.RUBRICS:
+        filled = judge.fill(judge.rubric_text(name), "Q?", "R.", "")
+        assert "Q?" in filled and "R." in filled and "(no answer)" in filled and '"rating"' in filled
+    with pytest.raises(ValueError, match="unknown rubric"):
+        judge.rubric_text("rubric_v9")
+
+
+def test_judge_scores_parse_failures_and_missing_references(tmp_path):
+    its = items(4)
+    its[1]["answer"] = "NO-RATING"
+    its[3]["answer"] = "TOO-HIGH"
+    its.append({**its[0], "item_id": "noref", "reference": ""})
+    its.append({**its[0], "item_id": "plain", "answer": "PLAIN-TEXT"})
+    with FakeLLMServer(grader) as srv:
+        cfg = judge.JudgeConfig("fake/rubric_v1", "rubric_v1", client(srv.base_url, tmp_path, max_invalid_retries=0))
+        rows = {r["item_id"]: r for r in judge.judge_items(cfg, its)}
+        assert srv.n_answered == 5  # the item without a reference is never sent
+    assert rows["i0"]["score"] == 5 and rows["i0"]["score_100"] == 100.0 and rows["i2"]["parse_ok"]
+    assert rows["i1"]["score"] is None and not rows["i1"]["parse_ok"]  # never silently 0
+    assert rows["i3"]["score"] is None and "outside" in rows["i3"]["parse_note"]
+    assert rows["noref"]["parse_note"] == "missing reference" and rows["noref"]["score"] is None
+    assert rows["plain"]["score"] == 4 and rows["plain"]["parse_note"] == "parsed from text"
+    assert rows["i0"]["prompt_sha256"] == judge.rubric_sha("rubric_v1") and rows["i0"]["judge_model"]
+    table = judge.scores_table(list(rows.values()))
+    assert table.loc[0, "n_items"] == 6 and abs(table.loc[0, "parse_fail_rate"] - 3 / 6) < 1e-9
+
+
+def test_endpoint_failing_half_way_resumes_without_rejudging(tmp_path):
+    its = items(4)
+    faults = {its[2]["answer"]: ["500", "500", "500"], its[3]["answer"]: ["500", "500", "500"]}
+    with FakeLLMServer(grader, faults=faults) as srv:
+        cfg = judge.JudgeConfig("fake/rubric_v1", "rubric_v1", client(srv.base_url, tmp_path, max_retries=1))
+        first = judge.judge_items(cfg, its)
+    assert sum(r["parse_ok"] for r in first) == 2  # i0 and i1 judged; i2/i3 failed (recorded, not raised)
+    with FakeLLMServer(grader) as srv2:
+        cfg = judge.JudgeConfig("fake/rubric_v1", "rubric_v1", client(srv2.base_url, tmp_path))
+        second = judge.judge_items(cfg, its)
+        assert srv2.n_answered == 2  # only the two that failed
+    assert all(r["parse_ok"] for r in second)
+
+
+def test_label_mapping_keywords_negation_and_embedding():
+    def fake_embed(texts):  # 'gloom' ~ sad, everything else ~ neutral
+        return np.array([[1.0, 0.0] if "gloom" in t or "sad" in t.lower() else [0.0, 1.0] for t in texts])
+    labels = ["neutral", "sad"]
+    got = jv.map_labels(["She sounds sad.", "Not sad at all, quite neutral.", "full of gloom", ""], "emotion",
+                        labels, fake_embed, 0.5)
+    assert got[0] == ("sad", "keyword")
+    assert got[1][0] == "neutral"  # the negated 'sad' does not count
+    assert got[2] == ("sad", "embedding") and got[3] == (None, "none")
+    g = jv.map_labels(["It is a woman speaking", "a man"], "gender", ["female", "male"], None)
+    assert [x[0] for x in g] == ["female", "male"]
+
+
+def test_validation_pieces():
+    j = pd.DataFrame({"judge": ["a"] * 6 + ["b"] * 6, "item_id": list("xyzuvw") * 2, "condition": ["c1"] * 3 + ["c2"] * 3
+                      + ["c1"] * 3 + ["c2"] * 3, "score_100": [100, 0, 100, 0, 0, 100, 100, 0, 100, 0, 0, 0],
+                      "correct": [1.0, 0, 1, 0, 0, 1] * 2, "answer_chars": [5, 50, 6, 40, 41, 7] * 2,
+                      "probe": [None] * 12})
+    corr = jv.judge_vs_correctness(j)
+    assert corr["a"]["per_item"]["pearson"] == pytest.approx(1.0)
+    assert jv.judge_agreement(j)["a vs b"]["n"] == 6
+    rank = jv.ranking_agreement(pd.Series({"c1": 66.0, "c2": 33.0}), pd.Series({"c1": 0.9, "c2": 0.2}))
+    assert rank["judge_order"] == rank["ua_order"] == ["c1", "c2"]
+    swap = pd.DataFrame({"judge": ["a"] * 2, "item_id": ["x", "x#swap"], "condition": ["c1", "c1"],
+                         "score_100": [100.0, 100.0], "probe": [None, "swap"]})
+    rep = jv.swap_report(swap)["a"]
+    assert rep["n"] == 1 and rep["share_swapped_lower"] == 0.0  # a judge that ignores the reference is exposed
+    probes = jv.probe_items([{**it, "label": None} for it in items(4)], seed=0, n=3)
+    assert len(probes) == 3 and all(p["reference"] != next(i for i in items(4) if i["item_id"] == p["probe_of"])
+                                    ["reference"] for p in probes)

@@ -46,3 +46,19 @@ def test_report_names_placeholders(smoke_run):
     assert "smoke" in report
     for s in PLACEHOLDERS - {"06_analysis"}:
         assert f"`{s}`" in report
+
+
+def metrics(run, stage):
+    return json.loads((run / stage / "metrics.json").read_text())
+
+
+def test_corpus_stage(smoke_run):
+    run, _ = smoke_run
+    m = metrics(run, "00_corpus")
+    assert m["n_clips"] == 36 and m["n_rejects"] == 0
+    assert min(m["n_clips_train"], m["n_clips_dev"], m["n_clips_test"]) > 0
+    assert m["split_speakers_disjoint"] and m["split_texts_disjoint"]
+    assert 2.0 <= m["min_clip_s"] and m["max_clip_s"] <= 20.0
+    assert 1 / 6 < m["separability_accuracy"] < 0.95  # learnable from acoustics, but not trivially
+    n_lines = sum(1 for _ in open(run / "00_corpus" / "clips.jsonl"))
+    assert n_lines == m["n_clips"] == len(list((run / "00_corpus" / "audio").glob("*.wav")))

@@ -1,0 +1,131 @@
+"""04_finetune on CPU with the embedded default (Whisper base encoder + SmolLM2-135M-Instruct): rates from one run.
+
+    .venv/bin/python bench/bench_finetune.py                # all three parts (~10 min on 2 cores)
+    .venv/bin/python bench/bench_finetune.py --skip-demo    # without the demo-size run (~3 min)
+
+1. seconds per training step and training examples per second, with the encoder cache warm and without it
+   (adapter only, batch 4), and the encoder's own seconds per clip;
+2. peak resident memory of a process that trains and predicts (adapter only, and adapter + LoRA);
+3. the time to train and predict every condition (+ zero_shot) at the demo size (params/demo.yaml's 04 block)
+   on a fake 03 stage of espeak-ng clips (24 training clips, 6 test clips).
+Each part runs in its own process (so peak memory is that part's); the printout is what to report.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _child(part: str, run: Path, threads: int) -> dict:
+    import dataclasses
+
+    import torch
+
+    from paraqa_utils import finetune, finetune_stage, runs, speech_data
+    from paraqa_utils.finetune import FinetuneConfig
+    from paraqa_utils.params import load_profile
+
+    torch.set_num_threads(threads)
+    d = run / "03_explicit_merge"
+    out: dict = {}
+    if part in ("rates", "lora"):
+        cfg = FinetuneConfig(condition="baseline", train_file=str(d / "train_baseline.jsonl"), run_dir=str(run),
+                             out_dir=str(run / "bench_cache_on"), n_steps=6, batch_size=4, resume=False,
+                             progress=False, torch_threads=threads,
+                             train_mode="adapter" if part == "rates" else "adapter+lora",
+                             test_files={"emotion": str(d / "test_emotion.jsonl")}, max_test_items=4, max_new_tokens=16)
+        t0 = time.perf_counter()
+        model = finetune.build_model(cfg, torch.device("cpu"), torch.float32)
+        out["load_s"] = time.perf_counter() - t0
+        fmt = speech_data.PromptFormat(model.tokenizer, cfg.max_seq_len)
+        samples = speech_data.encode_records(runs.read_jsonl(Path(cfg.train_file)), fmt, run, 15, False, True, {})
+        cache = speech_data.EncoderCache(model.audio_encoder, Path(cfg.out_dir) / "_cache" / "encoder")
+        t0 = time.perf_counter()
+        cache.get(list({s.audio_key: s for s in samples}.values()))  # warm: every training clip once
+        out["n_clips"] = len({s.audio_key for s in samples})
+        out["encoder_s_per_clip"] = (time.perf_counter() - t0) / out["n_clips"]
+        out["cache_on"] = finetune.run_condition(cfg)
+        if part == "rates":
+            out["cache_off"] = finetune.run_condition(dataclasses.replace(
+                cfg, out_dir=str(run / "bench_cache_off"), use_encoder_cache=False, test_files={}))
+    else:  # demo: the notebook's own calls with the demo profile's 04 block
+        block = dict(load_profile("demo")["04_finetune"])
+        conditions, zero_shot = block.pop("conditions", "all"), block.pop("zero_shot", True)
+        base = FinetuneConfig.from_dict({**block, "progress": False, "torch_threads": threads})
+        stage = runs.Stage(run, "04_finetune")
+        t0 = time.perf_counter()
+        plan = finetune_stage.plan(stage, base, conditions, zero_shot)
+        summaries = {c: finetune.run_condition(cfg) for c, cfg in plan.items()}
+        finetune_stage.merge_predictions(stage, plan)
+        finetune_stage.finish(stage, plan, summaries)
+        out.update(total_s=time.perf_counter() - t0, config={k: v for k, v in block.items()},
+                   conditions={c: {k: s.get(k) for k in ("steps", "n_train_examples", "train_seconds", "predict_seconds",
+                                                          "n_predictions", "seconds", "final_loss")}
+                               for c, s in summaries.items()})
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def run_part(part: str, run: Path, threads: int) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", part, "--run", str(run), "--threads", str(threads)],
+                          capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode:
+        raise RuntimeError(f"{part} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--skip-demo", action="store_true")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (the profiles use 1)")
+    ap.add_argument("--child", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--run", default="", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(_child(args.child, Path(args.run), args.threads)))
+        return
+    from paraqa_utils import assets
+    from paraqa_utils.fake_merge import make_fake_merge
+
+    assets.resolve_model("whisper", "")  # convert once before timing anything
+    assets.resolve_model("llm", "")
+    with tempfile.TemporaryDirectory() as tmp:
+        small, demo = Path(tmp) / "small", Path(tmp) / "demo"
+        make_fake_merge(small, n_train_clips=8, n_test_clips=4)
+        r = run_part("rates", small, args.threads)
+        lora = run_part("lora", small, args.threads)
+        on, off = r["cache_on"], r["cache_off"]
+        print(f"torch threads: {args.threads}   embedded default: Whisper base encoder + SmolLM2-135M-Instruct, CPU float32")
+        print(f"model load: {r['load_s']:.1f} s   encoder: {r['encoder_s_per_clip']:.2f} s per clip "
+              f"({r['n_clips']} clips of ~2-4 s)")
+        print(f"training, adapter only, batch 4, 6 steps:")
+        print(f"  encoder cache warm : {on['seconds_per_step']:.2f} s/step  {on['examples_per_s']:.2f} examples/s")
+        print(f"  no encoder cache   : {off['seconds_per_step']:.2f} s/step  {off['examples_per_s']:.2f} examples/s")
+        print(f"  speed-up from the cache: x{off['seconds_per_step'] / on['seconds_per_step']:.2f}")
+        print(f"training, adapter + LoRA (r=8, q/k/v/o), cache warm: {lora['cache_on']['seconds_per_step']:.2f} s/step "
+              f"{lora['cache_on']['examples_per_s']:.2f} examples/s")
+        print(f"prediction: {on['predict_seconds'] / on['n_predictions']:.2f} s per item (batch 8, <= 16 new tokens)")
+        print(f"peak RSS: adapter {r['peak_rss_mib']:.0f} MiB, adapter + LoRA {lora['peak_rss_mib']:.0f} MiB")
+        if not args.skip_demo:
+            make_fake_merge(demo, n_train_clips=24, n_test_clips=6)
+            t0 = time.perf_counter()
+            d = run_part("demo", demo, args.threads)
+            print(f"demo size ({d['config']}):")
+            for c, s in d["conditions"].items():
+                print(f"  {c:18s} train {s['train_seconds'] or 0:6.1f} s  predict {s['predict_seconds'] or 0:6.1f} s "
+                      f"({s['n_predictions']} items)  total {s['seconds']:6.1f} s  final loss {s['final_loss']}")
+            print(f"  all conditions: {d['total_s']:.0f} s in the stage ({time.perf_counter() - t0:.0f} s with process "
+                  f"start), peak RSS {d['peak_rss_mib']:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

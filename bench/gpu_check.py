@@ -1,0 +1,200 @@
+"""GPU check for 04_finetune at the paper's shapes: training throughput, model FLOPs utilisation, peak memory.
+
+    .venv/bin/python bench/gpu_check.py                 # on a GPU: Whisper large-v3 encoder + Gemma-2-9B shapes
+    .venv/bin/python bench/gpu_check.py --tiny          # anywhere (CPU too): tiny configs, proves the script runs
+
+Weights are random, built from configs (no hub access): the shapes, not the values, set the cost. One training
+step = frozen encoder forward on 30 s of audio per sample (no encoder cache), adapter (stack 15 -> MLP) + LoRA on
+the LLM trained in float32 master weights under bf16 autocast, ~100 audio + ~200 text positions per sample,
+loss on the last 50 (answer) positions, AdamW. Batch sizes 1/4/8 by default.
+
+Model FLOPs per step (what MFU counts; no recomputation, the usual 2*N*T per matmul pass):
+  encoder forward 2*N_enc*T_enc + attention 4*L*T^2*d; LLM forward 2*N*T + attention, backward to the
+  inputs another 2*N*T + attention (frozen weights get no weight gradient); LM head only on answer positions;
+  adapter and LoRA 6*N*T. MFU = model FLOPs / (step time * peak bf16 dense FLOP/s of the GPU).
+Writes gpu_check.json into $OUT (or --json) as well as printing a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from paraqa_utils import speech_llm  # noqa: E402
+from paraqa_utils.speech_data import Encoded, collate  # noqa: E402
+
+PEAK_BF16_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 PCIe": 756.5, "H100": 989.4, "A100": 312.0,
+                    "L40S": 362.1, "A10": 125.0}
+
+
+def configs(tiny: bool):
+    from transformers import Gemma2Config, WhisperConfig
+
+    if tiny:
+        enc = WhisperConfig(d_model=64, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=128,
+                            num_mel_bins=128, max_source_positions=1500, decoder_layers=1, decoder_attention_heads=2,
+                            vocab_size=64, pad_token_id=1, bos_token_id=1, eos_token_id=1, decoder_start_token_id=2)
+        llm = Gemma2Config(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=32,
+                           sliding_window=256, pad_token_id=0, bos_token_id=2, eos_token_id=1)
+    else:
+        # openai/whisper-large-v3 encoder and google/gemma-2-9b-it, as published in their config.json files
+        enc = WhisperConfig(d_model=1280, encoder_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120,
+                            num_mel_bins=128, max_source_positions=1500, decoder_layers=1, decoder_attention_heads=20,
+                            vocab_size=51866, pad_token_id=50256, bos_token_id=50257, eos_token_id=50257,
+                            decoder_start_token_id=50258)
+        llm = Gemma2Config(vocab_size=256000, hidden_size=3584, intermediate_size=14336, num_hidden_layers=42,
+                           num_attention_heads=16, num_key_value_heads=8, head_dim=256, query_pre_attn_scalar=256,
+                           sliding_window=4096, final_logit_softcapping=30.0, attn_logit_softcapping=50.0,
+                           max_position_embeddings=8192, hidden_activation="gelu_pytorch_tanh",
+                           pad_token_id=0, bos_token_id=2, eos_token_id=1)
+    llm._attn_implementation = "eager"  # what HF recommends for training Gemma-2 (attention soft-capping)
+    return enc, llm
+
+
+def build(tiny: bool, device: torch.device, dtype: torch.dtype, lora_r: int, grad_ckpt: bool):
+    from transformers import Gemma2ForCausalLM, WhisperFeatureExtractor
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    enc_cfg, llm_cfg = configs(tiny)
+    torch.manual_seed(0)
+    torch.set_default_dtype(dtype)  # build the 9B LLM directly in bf16 on the GPU: no 37 GB float32 detour
+    with torch.device(device):
+        encoder, llm = WhisperEncoder(enc_cfg), Gemma2ForCausalLM(llm_cfg)
+    torch.set_default_dtype(torch.float32)
+    llm.requires_grad_(False)
+    llm = speech_llm.apply_lora(llm, lora_r, 2 * lora_r, 0.05, ["q_proj", "k_proj", "v_proj", "o_proj"])
+    if grad_ckpt:
+        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    audio = speech_llm.AudioEncoder(encoder, WhisperFeatureExtractor(feature_size=enc_cfg.num_mel_bins), 15, "random")
+    model = speech_llm.SpeechLLM(audio, llm, None, 15).to(device)
+    for p in model.parameters():  # LoRA + adapter keep float32 master weights; the frozen rest is bf16
+        if p.requires_grad:
+            p.data = p.data.float()
+    return model, enc_cfg, llm_cfg
+
+
+def n_params(module: torch.nn.Module, trainable: bool | None = None) -> int:
+    return sum(p.numel() for p in module.parameters() if trainable is None or p.requires_grad == trainable)
+
+
+def model_flops(model, enc_cfg, llm_cfg, bs: int, t_text: int, n_audio: int, n_answer: int) -> float:
+    """Model FLOPs of one training step (see the module docstring)."""
+    t_enc = n_audio * 15
+    n_enc = n_params(model.audio_encoder.encoder) - model.audio_encoder.encoder.embed_positions.weight.numel()
+    enc = 2 * n_enc * t_enc + 4 * enc_cfg.encoder_layers * t_enc ** 2 * enc_cfg.d_model
+    t = t_text + n_audio
+    emb = llm_cfg.vocab_size * llm_cfg.hidden_size
+    base = n_params(model.llm, trainable=False) - emb  # decoder matmuls (embedding lookup is not a matmul)
+    attn = 4 * llm_cfg.num_hidden_layers * t ** 2 * llm_cfg.num_attention_heads * llm_cfg.head_dim
+    llm = 2 * (2 * base * t + attn) + 2 * (2 * emb * n_answer)  # forward + backward-to-inputs; LM head on answers
+    trainable = 6 * n_params(model.adapter) * n_audio + 6 * (n_params(model, True) - n_params(model.adapter)) * t
+    return bs * (enc + llm + trainable)
+
+
+def batch(bs: int, vocab: int, n_audio: int, t_text: int, n_answer: int, device: torch.device):
+    g = torch.Generator().manual_seed(bs)
+    samples = []
+    n_pre = 20
+    for i in range(bs):
+        ids = torch.randint(3, vocab, (t_text + n_audio,), generator=g).tolist()
+        labels = [-100] * (len(ids) - n_answer) + ids[-n_answer:]
+        samples.append(Encoded(f"s{i}", Path("-"), "-", ids, labels, n_pre, n_audio, ""))
+    t = {k: v.to(device) for k, v in collate(samples, 0).items()}
+    waves = [torch.randn(n_audio * 15 * 320, generator=g).numpy() * 0.1 for _ in range(bs)]
+    return t, waves
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tiny", action="store_true", help="tiny configs (runs on CPU in seconds)")
+    ap.add_argument("--batch-sizes", default="1,4,8")
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per batch size")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--audio-tokens", type=int, default=100, help="adapter outputs per sample (100 = 30 s)")
+    ap.add_argument("--text-tokens", type=int, default=200)
+    ap.add_argument("--answer-tokens", type=int, default=50)
+    ap.add_argument("--lora-r", type=int, default=16)
+    ap.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing in the LLM")
+    ap.add_argument("--peak-tflops", type=float, default=0.0, help="peak bf16 dense TFLOP/s (0: from the GPU name)")
+    ap.add_argument("--json", default="", help="where to write the results (default $OUT/gpu_check.json)")
+    args = ap.parse_args()
+    cuda = torch.cuda.is_available()
+    if not cuda and not args.tiny:
+        print("no GPU: run with --tiny to check the script on CPU")
+        return 2
+    device = torch.device("cuda" if cuda else "cpu")
+    dtype = torch.bfloat16 if cuda else torch.float32
+    name = torch.cuda.get_device_name(0) if cuda else "cpu"
+    peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), 0.0)
+    t0 = time.perf_counter()
+    model, enc_cfg, llm_cfg = build(args.tiny, device, dtype, args.lora_r, args.grad_ckpt)
+    print(f"device: {name}  build: {time.perf_counter() - t0:.1f} s  params: encoder {n_params(model.audio_encoder) / 1e9:.3f} B, "
+          f"LLM {n_params(model.llm) / 1e9:.3f} B, trainable {n_params(model, True) / 1e6:.1f} M "
+          f"(adapter {n_params(model.adapter) / 1e6:.1f} M)")
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    results = {"device": name, "tiny": args.tiny, "dtype": str(dtype), "peak_bf16_tflops": peak,
+               "grad_ckpt": args.grad_ckpt, "lora_r": args.lora_r, "audio_tokens": args.audio_tokens,
+               "text_tokens": args.text_tokens, "answer_tokens": args.answer_tokens, "rows": []}
+    t_text = args.text_tokens
+    for bs in [int(b) for b in args.batch_sizes.split(",")]:
+        row = {"batch_size": bs}
+        tensors, waves = batch(bs, llm_cfg.vocab_size, args.audio_tokens, t_text, args.answer_tokens, device)
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        try:
+            times, enc_times = [], []
+            for i in range(args.warmup + args.steps):
+                if cuda:
+                    torch.cuda.synchronize()
+                s0 = time.perf_counter()
+                states = model.audio_encoder.encode_many(waves)
+                if cuda:
+                    torch.cuda.synchronize()
+                s1 = time.perf_counter()
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                    loss, n = model(audio_states=states, **tensors)
+                (loss / n).backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                if cuda:
+                    torch.cuda.synchronize()
+                if i >= args.warmup:
+                    times.append(time.perf_counter() - s0)
+                    enc_times.append(s1 - s0)
+            step = sorted(times)[len(times) // 2]
+            flops = model_flops(model, enc_cfg, llm_cfg, bs, t_text, args.audio_tokens, args.answer_tokens)
+            row.update(step_s=round(step, 4), examples_per_s=round(bs / step, 3),
+                       tokens_per_s=round(bs * (t_text + args.audio_tokens) / step, 1),
+                       encoder_share=round(sorted(enc_times)[len(enc_times) // 2] / step, 3),
+                       model_tflops_per_step=round(flops / 1e12, 3), achieved_tflops=round(flops / step / 1e12, 2),
+                       mfu=round(flops / step / 1e12 / peak, 4) if peak else None,
+                       peak_mem_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+                       final_loss=round(float(loss.detach() / n), 4))
+        except torch.OutOfMemoryError as exc:
+            row.update(error=f"OOM: {str(exc)[:200]}")
+        results["rows"].append(row)
+        print(json.dumps(row))
+    out = Path(args.json) if args.json else Path(os.environ.get("OUT", ".")) / "gpu_check.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(f"{'bs':>3} {'step s':>8} {'ex/s':>7} {'tok/s':>9} {'MFU':>6} {'peak GiB':>9} {'enc share':>9}")
+    for r in results["rows"]:
+        if "error" in r:
+            print(f"{r['batch_size']:>3} {r['error']}")
+        else:
+            mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
+            print(f"{r['batch_size']:>3} {r['step_s']:>8.3f} {r['examples_per_s']:>7.2f} {r['tokens_per_s']:>9.0f} "
+                  f"{mfu:>6} {str(r['peak_mem_gib']):>9} {r['encoder_share']:>9.2f}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

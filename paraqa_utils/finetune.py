@@ -1,0 +1,310 @@
+"""Stage 04: train the Speech-LLM for one condition and answer every test set (`python -m paraqa_utils.finetune`).
+
+    python -m paraqa_utils.finetune --config outputs/runs/<run>/04_finetune/baseline/config.yaml
+    torchrun --nproc-per-node 8 -m paraqa_utils.finetune --config F        # DDP (or fsdp: true)
+    accelerate launch -m paraqa_utils.finetune --config F
+
+The notebook calls `run_condition` once per condition with the same config; the CLI runs one condition.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from paraqa_utils import distributed, runs, speech_llm, training
+from paraqa_utils.speech_data import EncoderCache, PromptFormat, collate, encode_records
+
+TRAIN_MODES = ("adapter", "adapter+lora")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+ZERO_SHOT = "zero_shot"
+
+
+class ConfigError(ValueError):
+    """A fine-tuning config with an unknown key or a bad value; the message names the key."""
+
+
+@dataclass
+class FinetuneConfig:
+    """Every knob of one condition's training and prediction; saved as `<condition>/config.yaml`."""
+    condition: str = "baseline"
+    train_file: str = ""  # empty: no training, the untrained stack (the zero-shot floor)
+    test_files: dict = field(default_factory=dict)  # test set name -> test_<set>.jsonl
+    explicit: bool = False  # put the annotator's labels (explicit_block) into test prompts
+    run_dir: str = ""  # relative audio paths are relative to it
+    out_dir: str = "."  # the stage folder: writes <out_dir>/<condition>/ and caches in <out_dir>/_cache/
+    whisper_model: str = ""  # "" = embedded Whisper base; a path or hub id (openai/whisper-large-v3)
+    llm_model: str = ""  # "" = embedded SmolLM2-135M-Instruct; any causal LM path or hub id
+    train_mode: str = "adapter"  # the paper trains the adapter only; "adapter+lora" adds LoRA on the LLM
+    stack_k: int = 15
+    adapter_hidden: int = 0  # 0 = the LLM's hidden size
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target_modules: str = "q_proj,k_proj,v_proj,o_proj"
+    n_steps: int = 0  # optimizer steps; 0 = n_epochs passes over the data
+    n_epochs: float = 1.0
+    batch_size: int = 4
+    grad_accum: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.1
+    schedule: str = "cosine"
+    max_grad_norm: float = 1.0
+    max_seq_len: int = 1024
+    max_train_examples: int = 0  # 0 = all
+    group_by_length: bool = True
+    max_new_tokens: int = 48
+    max_test_items: int = 0  # per test set; 0 = all
+    predict_batch_size: int = 8
+    use_encoder_cache: bool = True
+    device: str = "auto"
+    dtype: str = "auto"  # auto: bf16 on GPUs, float32 on CPU
+    gradient_checkpointing: bool = False
+    fsdp: bool = False
+    save_every_steps: int = 0  # 0 = a checkpoint at the end only
+    resume: bool = True  # continue from this condition's own checkpoint, if one exists
+    resume_from: str = ""  # or from this checkpoint folder (refused if made for another condition/model)
+    seed: int = 0
+    torch_threads: int = 0  # 0 = torch's default; 1 is often faster on a CPU shared with other jobs
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        problems = []
+        for f in dataclasses.fields(self):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            value = getattr(self, f.name)
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool) if isinstance(default, float)
+                  else isinstance(value, int) and not isinstance(value, bool) if type(default) is int
+                  else isinstance(value, type(default)))
+            if not ok:
+                problems.append(f"{f.name}={value!r}: expected {type(default).__name__}")
+        if problems:  # the value checks below assume the right types
+            raise ConfigError("fine-tuning config:\n  - " + "\n  - ".join(problems))
+        checks = [(self.train_mode in TRAIN_MODES, f"train_mode={self.train_mode!r}: one of {TRAIN_MODES}"),
+                  (self.schedule in training.SCHEDULES, f"schedule={self.schedule!r}: one of {training.SCHEDULES}"),
+                  (self.dtype in DTYPES, f"dtype={self.dtype!r}: one of {DTYPES}"),
+                  (self.stack_k >= 1, "stack_k must be >= 1"), (self.batch_size >= 1, "batch_size must be >= 1"),
+                  (self.grad_accum >= 1, "grad_accum must be >= 1"), (self.lr > 0, "lr must be > 0"),
+                  (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
+                  (self.n_steps > 0 or self.n_epochs > 0, "set n_steps > 0 or n_epochs > 0"),
+                  (self.max_new_tokens >= 1, "max_new_tokens must be >= 1"),
+                  (self.max_seq_len >= 16, "max_seq_len must be >= 16"),
+                  (self.train_mode == "adapter" or bool(self.target_modules()),
+                   "adapter+lora needs lora_target_modules")]
+        problems = [msg for ok, msg in checks if not ok]
+        if problems:
+            raise ConfigError("fine-tuning config:\n  - " + "\n  - ".join(problems))
+
+    def target_modules(self) -> list[str]:
+        return [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
+        """Unknown keys are an error (with the closest known key), never silently ignored."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in data if k not in names]
+        if unknown:
+            hints = [f"'{k}'" + (f" (did you mean '{m[0]}'?)" if (m := difflib.get_close_matches(k, names, 1)) else "")
+                     for k in unknown]
+            raise ConfigError(f"unknown fine-tuning config key(s): {', '.join(hints)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | Path) -> FinetuneConfig:
+    import yaml
+
+    return FinetuneConfig.from_dict(yaml.safe_load(Path(path).read_text()) or {})
+
+
+def save_config(cfg: FinetuneConfig, path: Path) -> None:
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: FinetuneConfig, device: torch.device, dtype: torch.dtype) -> speech_llm.SpeechLLM:
+    """Frozen encoder + LLM (+ LoRA); the adapter is initialised from the seed, so every condition starts equal."""
+    encoder = speech_llm.load_audio_encoder(cfg.whisper_model, cfg.stack_k, device, dtype, cfg.seed)
+    lora = cfg.train_mode == "adapter+lora"
+    llm, tok, llm_id = speech_llm.load_llm(cfg.llm_model, device, dtype, cfg.seed, reuse=not lora)
+    _seed_all(cfg.seed)
+    if lora:
+        llm = speech_llm.apply_lora(llm, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules())
+    if cfg.gradient_checkpointing:
+        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif getattr(llm, "is_activation_checkpointing", None) or (
+            not hasattr(llm, "is_activation_checkpointing") and getattr(llm, "is_gradient_checkpointing", False)):
+        llm.gradient_checkpointing_disable()  # a reused LLM keeps the previous condition's setting otherwise
+    model = speech_llm.SpeechLLM(encoder, llm, tok, cfg.stack_k, cfg.adapter_hidden)
+    model.adapter.to(device)  # float32 even when the frozen parts are bf16 (autocast handles the matmuls)
+    model.llm_id = llm_id
+    return model
+
+
+def fingerprint(cfg: FinetuneConfig, model: speech_llm.SpeechLLM) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: condition, models, trainable shapes and training data."""
+    # n_steps is left out on purpose: a finished run may be extended by raising it
+    same = ("batch_size", "grad_accum", "seed", "lr", "schedule", "warmup_ratio", "weight_decay", "max_seq_len",
+            "max_train_examples", "group_by_length")
+    return {"condition": cfg.condition, "whisper_model": model.audio_encoder.model_id, "llm_model": model.llm_id,
+            "train_mode": cfg.train_mode, "stack_k": cfg.stack_k, "adapter_hidden": cfg.adapter_hidden,
+            "lora": [cfg.lora_r, cfg.lora_alpha, cfg.target_modules()] if cfg.train_mode != "adapter" else None,
+            "train_file_sha256": runs.sha256_file(Path(cfg.train_file)) if cfg.train_file else None,
+            **{k: getattr(cfg, k) for k in same}}
+
+
+def save_weights(model: speech_llm.SpeechLLM, cond_dir: Path) -> None:
+    """adapter.safetensors (+ lora/ in peft's own format, loadable with PeftModel.from_pretrained)."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.adapter.state_dict().items()},
+              str(cond_dir / "adapter.safetensors"))
+    if hasattr(model.llm, "peft_config"):
+        model.llm.save_pretrained(str(cond_dir / "lora"))
+
+
+def predict(model: speech_llm.SpeechLLM, cache: EncoderCache, cfg: FinetuneConfig, device: torch.device,
+            counts: dict[str, Any], info: distributed.DistInfo = distributed.DistInfo()) -> list[dict[str, Any]]:
+    """Greedy answers to the test items (this process's share of them), shortest prompts batched together."""
+    from tqdm.auto import tqdm
+
+    fmt = PromptFormat(model.tokenizer, cfg.max_seq_len)
+    stop, pad = fmt.stop_ids(), model.tokenizer.pad_token_id
+    samples = []
+    for name, path in sorted(cfg.test_files.items()):
+        items = list(runs.read_jsonl(Path(path)))
+        items = items[:cfg.max_test_items] if cfg.max_test_items else items
+        samples += encode_records(items, fmt, Path(cfg.run_dir), cfg.stack_k, cfg.explicit, False, counts)
+    samples = sorted(samples, key=lambda s: len(s.input_ids))[info.rank::info.world]
+    model.eval()
+    out = []
+    batches = [samples[i:i + cfg.predict_batch_size] for i in range(0, len(samples), cfg.predict_batch_size)]
+    for batch in tqdm(batches, desc=f"predict {cfg.condition}", disable=not cfg.progress):
+        states = cache.get(batch)
+        t = {k: v.to(device) for k, v in collate(batch, pad, pad_left=True).items()}
+        t0 = time.perf_counter()
+        new = model.generate(t["input_ids"], t["attention_mask"], t["audio_mask"], states, cfg.max_new_tokens, stop, pad)
+        seconds = (time.perf_counter() - t0) / len(batch)  # a batch decodes together: its time is shared equally
+        for s, row in zip(batch, new.tolist()):
+            ends = [i for i, tok in enumerate(row) if tok in stop]
+            tokens = row[:ends[0]] if ends else row
+            out.append({"item_id": s.uid, "condition": cfg.condition, "test_set": s.meta["test_set"],
+                        "question_type": s.meta["question_type"], "prompt": s.prompt,
+                        "answer": model.tokenizer.decode(tokens, skip_special_tokens=True).strip(),
+                        "n_tokens": len(tokens), "seconds": round(seconds, 4)})
+    return out
+
+
+def run_condition(cfg: FinetuneConfig) -> dict[str, Any]:
+    """Train one condition (unless train_file is empty), save its weights and config, predict every test set.
+
+    Writes <out_dir>/<condition>/{adapter.safetensors, lora/, config.yaml, train_log.jsonl, predictions.jsonl,
+    summary.json}; checkpoints and the encoder cache go to <out_dir>/_cache/. Returns the summary.
+    """
+    info = distributed.init()
+    cond_dir = Path(cfg.out_dir) / cfg.condition
+    cond_dir.mkdir(parents=True, exist_ok=True)
+    done = cond_dir / "summary.json"
+    data_sha = runs.sha256_file(Path(cfg.train_file)) if cfg.train_file else None
+    if cfg.resume and info.world == 1 and done.exists():
+        old = runs.read_json(done)
+        if old.get("config") == cfg.to_dict() and old.get("train_file_sha256") == data_sha:
+            return old  # finished earlier with this very config and data (a resumed pipeline run)
+    t0 = time.perf_counter()
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
+    device = distributed.device_for(info, speech_llm.resolve_device(cfg.device))
+    dtype = speech_llm.resolve_dtype(cfg.dtype, device)
+    model = build_model(cfg, device, dtype)
+    cache = EncoderCache(model.audio_encoder, Path(cfg.out_dir) / "_cache" / "encoder", cfg.use_encoder_cache)
+    counts: dict[str, Any] = {}
+    summary: dict[str, Any] = {"condition": cfg.condition, "explicit": cfg.explicit, "train_mode": cfg.train_mode,
+                               "whisper_model": model.audio_encoder.model_id, "llm_model": model.llm_id,
+                               "device": str(device), "dtype": str(dtype).replace("torch.", ""), "world_size": info.world,
+                               "train_file_sha256": data_sha,
+                               "n_trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    save_config(cfg, cond_dir / "config.yaml")
+    if cfg.train_file:
+        records = list(runs.read_jsonl(Path(cfg.train_file)))
+        if cfg.max_train_examples and len(records) > cfg.max_train_examples:
+            # a seeded subset keeps the task mixture; the first N could be a single task
+            records = random.Random(cfg.seed).sample(records, cfg.max_train_examples)
+        fmt = PromptFormat(model.tokenizer, cfg.max_seq_len)
+        samples = encode_records(records, fmt, Path(cfg.run_dir), cfg.stack_k, cfg.explicit, True, counts)
+        train_counts = {f"train_{k}": v for k, v in counts.items()}
+        counts.clear()
+        if not samples:
+            raise training.TrainingError(f"{cfg.condition}: none of the {len(records)} training examples is usable "
+                                         f"({train_counts})")
+        settings = training.TrainSettings(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(training.TrainSettings)})
+        wrapped = distributed.wrap(model, info, device, cfg.fsdp)
+        autocast = torch.bfloat16 if dtype == torch.bfloat16 and device.type == "cuda" else None
+        summary.update(train_counts, n_train_examples=len(samples), **training.train(
+            model, samples, cache, settings, Path(cfg.out_dir) / "_cache" / "checkpoints" / cfg.condition,
+            cond_dir / "train_log.jsonl", fingerprint(cfg, model), cfg.to_dict(), device, autocast,
+            wrapped if wrapped is not model else None, info, cfg.fsdp, cfg.progress))
+        summary["train_cache"] = cache.stats()
+    else:
+        summary.update(n_train_examples=0, steps=0)
+    if cfg.fsdp and info.world > 1:
+        summary["predictions_skipped"] = "FSDP: predict in one process with the saved weights"
+    elif cfg.test_files:
+        preds = predict(model, cache, cfg, device, counts, info)
+        # under DDP every process answers its share, so no process idles into a collective timeout
+        part = f"predictions.rank{info.rank}.jsonl" if info.world > 1 else "predictions.jsonl"
+        runs.write_jsonl(cond_dir / part, preds)
+        distributed.barrier(info)
+        if info.world > 1 and info.main:
+            parts = [cond_dir / f"predictions.rank{r}.jsonl" for r in range(info.world)]
+            preds = [row for p in parts for row in runs.read_jsonl(p)]
+            runs.write_jsonl(cond_dir / "predictions.jsonl", preds)
+            for p in parts:
+                p.unlink()
+        summary.update({f"test_{k}": v for k, v in counts.items()}, n_predictions=len(preds),
+                       predict_seconds=round(sum(p["seconds"] for p in preds), 3))
+    if info.main:
+        save_weights(model, cond_dir)
+        summary.update(cache.stats(), seconds=round(time.perf_counter() - t0, 3), config=cfg.to_dict())
+        runs.write_json(done, summary)
+    distributed.barrier(info)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True, help="YAML with FinetuneConfig keys (e.g. a saved config.yaml)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key (YAML value)")
+    args = ap.parse_args(argv)
+    import yaml
+
+    data = yaml.safe_load(Path(args.config).read_text()) or {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        data[key] = yaml.safe_load(value)
+    summary = run_condition(FinetuneConfig.from_dict(data))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    print({k: v for k, v in summary.items() if k != "config"})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""04_finetune end to end on tiny random models and a fake finished 03 stage: training, resume, bad input, the stage."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from paraqa_utils import finetune, finetune_stage, runs, speech_llm, training
+from paraqa_utils.fake_merge import make_fake_merge
+from paraqa_utils.finetune import ConfigError, FinetuneConfig
+from paraqa_utils.params import load_profile
+from paraqa_utils.tiny_models import TINY
+
+PRED_FIELDS = {"item_id", "condition", "test_set", "question_type", "prompt", "answer", "n_tokens", "seconds"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matrices: one thread avoids oversubscription on a shared 2-core machine (10x faster here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def merged(tmp_path_factory) -> Path:
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt-get install -y espeak-ng)")
+    run = tmp_path_factory.mktemp("run")
+    make_fake_merge(run, n_train_clips=4, n_test_clips=2)
+    return run
+
+
+def tiny_cfg(run: Path, out: Path, condition: str = "baseline", **kw) -> FinetuneConfig:
+    d = run / "03_explicit_merge"
+    base = dict(condition=condition, train_file=str(d / f"train_{condition}.jsonl"), run_dir=str(run), out_dir=str(out),
+                whisper_model=TINY, llm_model=TINY, n_steps=2, batch_size=2, max_new_tokens=3, progress=False,
+                test_files={s: str(d / f"test_{s}.jsonl") for s in ("emotion", "gender")})
+    return FinetuneConfig(**{**base, **kw})
+
+
+def log(out: Path, condition: str = "baseline") -> list[dict]:
+    return list(runs.read_jsonl(out / condition / "train_log.jsonl"))
+
+
+def test_config_refuses_unknown_keys_and_bad_values():
+    with pytest.raises(ConfigError, match="did you mean 'lora_r'"):
+        FinetuneConfig.from_dict({"lora_rank": 4})
+    with pytest.raises(ConfigError, match="train_mode"):
+        FinetuneConfig(train_mode="full")
+    with pytest.raises(ConfigError, match="batch_size"):
+        FinetuneConfig(batch_size="4")
+
+
+@pytest.mark.parametrize("profile", ["smoke", "demo", "full"])
+def test_shipped_profiles_make_valid_configs(profile):
+    block = dict(load_profile(profile)["04_finetune"])
+    for k in ("conditions", "zero_shot"):  # notebook-only keys (which conditions to run)
+        block.pop(k, None)
+    FinetuneConfig.from_dict(block)
+
+
+def test_schedule_warms_up_then_decays():
+    f = training.lr_factor("cosine", warmup_steps=2, total_steps=10)
+    assert f(0) < f(1) < f(2) == 1.0 and f(9) < 0.05
+    g = training.lr_factor("linear", 0, 10)
+    assert g(5) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("mode,ratio", [("adapter", 0.75), ("adapter+lora", 0.25)])
+def test_tiny_overfit_loss_decreases(merged, tmp_path, mode, ratio):
+    """Two examples, 25 steps: the adapter alone (audio positions only) and with LoRA both fit them."""
+    cfg = tiny_cfg(merged, tmp_path, train_mode=mode, n_steps=25, lr=0.02, warmup_ratio=0.0,
+                   max_train_examples=2, batch_size=2, schedule="constant", test_files={})
+    s = finetune.run_condition(cfg)
+    curve = [r["loss"] for r in log(tmp_path)]
+    assert len(curve) == 25 and s["steps"] == 25
+    assert sum(curve[-3:]) / 3 < ratio * curve[0], curve
+    assert (tmp_path / "baseline" / "lora" / "adapter_config.json").exists() == (mode == "adapter+lora")
+    assert (tmp_path / "baseline" / "adapter.safetensors").exists()
+    saved = finetune.load_config(tmp_path / "baseline" / "config.yaml")
+    assert saved == cfg  # the resolved config is saved next to the weights and loads back
+
+
+def test_resume_continues_exactly(merged, tmp_path, monkeypatch):
+    cfg = tiny_cfg(merged, tmp_path / "a", n_steps=4, save_every_steps=2, test_files={}, lr=0.01)
+    kept = tmp_path / "step2"
+    real_save = training.save_checkpoint
+
+    def save_and_keep(folder, model, optimizer, scheduler, step, *a, **kw):
+        real_save(folder, model, optimizer, scheduler, step, *a, **kw)
+        if step == 2:
+            shutil.copytree(folder, kept)  # what a kill after step 2 would have left behind
+    monkeypatch.setattr(training, "save_checkpoint", save_and_keep)
+    finetune.run_condition(cfg)
+    monkeypatch.undo()
+    again = dataclasses.replace(cfg, out_dir=str(tmp_path / "b"), resume_from=str(kept))
+    s = finetune.run_condition(again)
+    assert s["steps"] == 4 and s["steps_this_run"] == 2
+    assert [r["loss"] for r in log(tmp_path / "b")] == [r["loss"] for r in log(tmp_path / "a")][2:]
+    # a finished condition with the same config and data is not redone
+    assert finetune.run_condition(cfg)["seconds"] == runs.read_json(tmp_path / "a" / "baseline" / "summary.json")["seconds"]
+    # restarting from step 2 where steps 3-4 were already logged (a kill between checkpoints): each step once
+    finetune.run_condition(dataclasses.replace(cfg, resume_from=str(kept), max_new_tokens=4))
+    assert [r["step"] for r in log(tmp_path / "a")] == [1, 2, 3, 4]
+    with pytest.raises(training.ResumeRefused, match="beyond this run's 1 steps"):
+        finetune.run_condition(dataclasses.replace(cfg, n_steps=1))  # its own checkpoint is at step 4
+    with pytest.raises(training.ResumeRefused, match="lr: checkpoint has 0.01"):
+        finetune.run_condition(dataclasses.replace(cfg, lr=0.1))
+
+
+def test_resume_refuses_another_conditions_or_models_checkpoint(merged, tmp_path):
+    finetune.run_condition(tiny_cfg(merged, tmp_path, test_files={}))
+    ckpt = tmp_path / "_cache" / "checkpoints" / "baseline"
+    with pytest.raises(training.ResumeRefused, match="condition: checkpoint has 'baseline'"):
+        finetune.run_condition(tiny_cfg(merged, tmp_path, "explicit", resume_from=str(ckpt), test_files={}))
+    with pytest.raises(training.ResumeRefused, match="llm_model"):
+        finetune.run_condition(tiny_cfg(merged, tmp_path / "x", resume_from=str(ckpt), test_files={}, seed=1))
+    with pytest.raises(training.ResumeRefused, match="train_mode"):
+        finetune.run_condition(tiny_cfg(merged, tmp_path / "y", resume_from=str(ckpt), test_files={},
+                                        train_mode="adapter+lora"))
+
+
+def test_missing_audio_and_overlong_samples_are_skipped_or_cut_and_counted(merged, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(merged, run)
+    victim = run / "00_corpus" / "audio" / "clip001.wav"
+    victim.unlink()
+    s = finetune.run_condition(tiny_cfg(run, tmp_path / "out", max_seq_len=50,
+                                        test_files={"gender": str(run / "03_explicit_merge" / "test_gender.jsonl")}))
+    assert s["train_n_missing_audio"] == 3  # clip001's asr, emotion and gender examples
+    assert s["train_n_truncated"] > 0 and s["n_train_examples"] == 12 - 3 - s["train_n_skipped_too_long"]
+    assert s["n_predictions"] == 2 and s["test_n_missing_audio"] == 0
+
+
+def test_nan_loss_stops_with_step_and_batch_ids(merged, tmp_path, monkeypatch):
+    real = speech_llm.SpeechLLM.forward
+
+    def nan_forward(self, *a, **kw):
+        loss, n = real(self, *a, **kw)
+        return loss * float("nan"), n
+    monkeypatch.setattr(speech_llm.SpeechLLM, "forward", nan_forward)
+    with pytest.raises(training.NonFiniteLoss, match=r"at step 1 .*example ids: \['baseline:"):
+        finetune.run_condition(tiny_cfg(merged, tmp_path, test_files={}))
+
+
+def test_out_of_memory_names_the_batch_size_and_the_fix(merged, tmp_path, monkeypatch):
+    def oom(self, *a, **kw):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setattr(speech_llm.SpeechLLM, "forward", oom)
+    with pytest.raises(training.OutOfMemory, match=r"batch_size=2 .*raise grad_accum"):
+        finetune.run_condition(tiny_cfg(merged, tmp_path, test_files={}))
+
+
+def test_stage_trains_every_condition_and_predicts_with_a_zero_shot_floor(merged, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(merged, run)
+    stage = runs.Stage(run, "04_finetune")
+    base = FinetuneConfig(whisper_model=TINY, llm_model=TINY, n_steps=1, batch_size=2, max_new_tokens=2,
+                          max_test_items=1, progress=False)
+    plan = finetune_stage.plan(stage, base, "all", zero_shot=True)
+    assert list(plan) == ["zero_shot", "baseline", "pqa_star", "implicit", "implicit_explicit", "explicit"]
+    summaries = {c: finetune.run_condition(cfg) for c, cfg in plan.items()}
+    finetune_stage.plot_loss_curves(finetune_stage.loss_curves(stage, plan), stage.dir / "fig_loss.png")
+    preds = finetune_stage.merge_predictions(stage, plan)
+    finetune_stage.finish(stage, plan, summaries)
+    assert set(preds.columns) >= PRED_FIELDS
+    assert preds.groupby("condition").size().to_dict() == {c: 4 for c in plan}  # 4 test sets x 1 item
+    for c, rows in preds.groupby("condition"):
+        assert rows["prompt"].str.contains("valence").all() == plan[c].explicit  # labels only where explicit
+    m = runs.read_json(stage.dir / "metrics.json")
+    assert m["implemented"] and m["n_predictions"] == 24 and m["conditions"]["zero_shot"]["steps"] == 0
+    assert m["conditions"]["implicit"]["steps"] == 1 and m["conditions"]["implicit"]["final_loss"] > 0
+    assert m["conditions"]["explicit"]["encoder_cache_hit_rate"] == 1.0  # clips were encoded once, earlier
+    rec = runs.read_json(stage.dir / "stage.json")
+    assert rec["status"] == "done" and "baseline/adapter.safetensors" in rec["outputs"]
+    assert "predictions.jsonl" in rec["outputs"] and "baseline/config.yaml" in rec["outputs"]
+    assert not any(k.startswith("_cache") for k in rec["outputs"])
+    # the saved config is what the CLI runs (a later session on GPUs uses the same file)
+    assert finetune.main(["--config", str(stage.dir / "explicit" / "config.yaml"), "--set", "resume=false",
+                          "--set", "n_steps=1"]) == 0
+
+
+def test_stage_marks_itself_not_run_while_03_is_a_placeholder(tmp_path):
+    up = runs.Stage(tmp_path, "03_explicit_merge")
+    up.finish(implemented=False)
+    stage = runs.Stage(tmp_path, "04_finetune")
+    plan = finetune_stage.plan(stage, FinetuneConfig(), "all")
+    assert plan == {}
+    finetune_stage.finish(stage, plan, {})
+    assert json.loads((stage.dir / "stage.json").read_text())["implemented"] is False

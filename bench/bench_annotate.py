@@ -47,10 +47,12 @@ def build_corpus(profile: str, root: Path) -> Path:
     return run
 
 
-def run_stage(run: Path) -> float:
-    t0 = time.perf_counter()
+def run_stage(run: Path) -> tuple[float, float]:
+    """Wall seconds through the runner, and CPU seconds of the notebook's kernel (a reaped child process)."""
+    r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     assert pipeline.main(["--resume", "bench", "--only", "01_annotate"]) == 0, "01_annotate failed"
-    return time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.perf_counter() - t0, (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
 
 
 def sample_backends(run: Path, n: int) -> None:
@@ -99,16 +101,19 @@ def main() -> None:
         t0 = time.perf_counter()
         run = build_corpus(args.profile, root)
         print(f"corpus ({args.profile}): {time.perf_counter() - t0:.1f} s")
-        first = run_stage(run)
+        first, first_cpu = run_stage(run)
         m = json.loads((run / "01_annotate" / "metrics.json").read_text())
-        second = run_stage(run)
+        second, second_cpu = run_stage(run)
         m2 = json.loads((run / "01_annotate" / "metrics.json").read_text())
         st = json.loads((run / "01_annotate" / "stage.json").read_text())
         print(f"\n01_annotate on {m['n_clips']} clips ({m['audio_s']:.0f} s of audio), n_workers=2, "
               f"backends {m['backends']}")
         print(f"  first run: {first:.1f} s through the runner ({m['n_clips'] / first:.2f} clips/s); "
               f"stage work {sum(m['wall_s'].values()):.1f} s ({m['clips_per_s']:.2f} clips/s); steps {m['wall_s']}")
-        print(f"  rerun (features + transcripts cached): {second:.1f} s through the runner, stage "
+        print(f"  CPU seconds of the stage's kernel: {first_cpu:.0f} (on an idle 2-core machine the wall time "
+              f"cannot be below {first_cpu / 2:.0f} s; the load average now is {os.getloadavg()[0]:.1f})")
+        print(f"  rerun (features + transcripts cached): {second:.1f} s through the runner ({second_cpu:.0f} CPU s), "
+              f"stage "
               f"{st['duration_s']:.1f} s; cached clips {m2['n_cached_clips']}/{m2['n_clips']}, "
               f"cached transcripts {m2['n_cached_asr']}")
         print("  in-stage RTF (thread wall seconds per audio second, cache misses only): "

@@ -107,7 +107,7 @@ def main() -> None:
         print(f"torch threads: {args.threads}   embedded default: Whisper base encoder + SmolLM2-135M-Instruct, CPU float32")
         print(f"model load: {r['load_s']:.1f} s   encoder: {r['encoder_s_per_clip']:.2f} s per clip "
               f"({r['n_clips']} clips of ~2-4 s)")
-        print(f"training, adapter only, batch 4, 6 steps:")
+        print("training, adapter only, batch 4, 6 steps:")
         print(f"  encoder cache warm : {on['seconds_per_step']:.2f} s/step  {on['examples_per_s']:.2f} examples/s")
         print(f"  no encoder cache   : {off['seconds_per_step']:.2f} s/step  {off['examples_per_s']:.2f} examples/s")
         print(f"  speed-up from the cache: x{off['seconds_per_step'] / on['seconds_per_step']:.2f}")

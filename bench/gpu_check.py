@@ -2,6 +2,10 @@
 
     .venv/bin/python bench/gpu_check.py                 # on a GPU: Whisper large-v3 encoder + Gemma-2-9B shapes
     .venv/bin/python bench/gpu_check.py --tiny          # anywhere (CPU too): tiny configs, proves the script runs
+    .venv/bin/python bench/gpu_check.py --pipeline      # also run_condition() itself (train + predict) on the device
+
+--pipeline runs the stage's real entry point, finetune.run_condition, with tiny random models on a fake 03
+stage (espeak-ng clips, or tones without espeak-ng): bf16 autocast, LoRA, checkpoint, greedy generation.
 
 Weights are random, built from configs (no hub access): the shapes, not the values, set the cost. One training
 step = frozen encoder forward on 30 s of audio per sample (no encoder cache), adapter (stack 15 -> MLP) + LoRA on
@@ -111,6 +115,29 @@ def batch(bs: int, vocab: int, n_audio: int, t_text: int, n_answer: int, device:
     return t, waves
 
 
+def pipeline_check(device: torch.device, out_dir: Path) -> dict:
+    """finetune.run_condition end to end on this device (tiny models): the code path the stage runs."""
+    import shutil
+    import tempfile
+
+    from paraqa_utils import finetune
+    from paraqa_utils.fake_merge import make_fake_merge
+    from paraqa_utils.tiny_models import TINY
+
+    run = Path(tempfile.mkdtemp(prefix="gpu_check_run_"))
+    make_fake_merge(run, n_train_clips=4, n_test_clips=2, tts=shutil.which("espeak-ng") is not None)
+    d = run / "03_explicit_merge"
+    cfg = finetune.FinetuneConfig(
+        condition="implicit_explicit", train_file=str(d / "train_implicit_explicit.jsonl"), explicit=True,
+        test_files={s: str(d / f"test_{s}.jsonl") for s in ("cpqa_ref", "emotion")}, run_dir=str(run),
+        out_dir=str(out_dir), whisper_model=TINY, llm_model=TINY, train_mode="adapter+lora", n_steps=4, batch_size=2,
+        grad_accum=2, max_new_tokens=4, device=device.type, save_every_steps=2, progress=False)
+    s = finetune.run_condition(cfg)
+    ok = s["steps"] == 4 and s["final_loss"] is not None and s["n_predictions"] == 6
+    return {"ok": ok, **{k: s.get(k) for k in ("device", "dtype", "steps", "final_loss", "n_predictions",
+                                               "seconds_per_step", "encoder_cache_hit_rate")}}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="tiny configs (runs on CPU in seconds)")
@@ -123,6 +150,7 @@ def main() -> int:
     ap.add_argument("--lora-r", type=int, default=16)
     ap.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing in the LLM")
     ap.add_argument("--peak-tflops", type=float, default=0.0, help="peak bf16 dense TFLOP/s (0: from the GPU name)")
+    ap.add_argument("--pipeline", action="store_true", help="also run finetune.run_condition on the device")
     ap.add_argument("--json", default="", help="where to write the results (default $OUT/gpu_check.json)")
     args = ap.parse_args()
     cuda = torch.cuda.is_available()
@@ -183,6 +211,12 @@ def main() -> int:
         results["rows"].append(row)
         print(json.dumps(row))
     out = Path(args.json) if args.json else Path(os.environ.get("OUT", ".")) / "gpu_check.json"
+    if args.pipeline:
+        del model, opt
+        if cuda:
+            torch.cuda.empty_cache()
+        results["pipeline"] = pipeline_check(device, out.parent / "gpu_check_pipeline")
+        print("pipeline:", json.dumps(results["pipeline"]))
     out.write_text(json.dumps(results, indent=2))
     print(f"{'bs':>3} {'step s':>8} {'ex/s':>7} {'tok/s':>9} {'MFU':>6} {'peak GiB':>9} {'enc share':>9}")
     for r in results["rows"]:
@@ -193,7 +227,7 @@ def main() -> int:
             print(f"{r['batch_size']:>3} {r['step_s']:>8.3f} {r['examples_per_s']:>7.2f} {r['tokens_per_s']:>9.0f} "
                   f"{mfu:>6} {str(r['peak_mem_gib']):>9} {r['encoder_share']:>9.2f}")
     print(f"wrote {out}")
-    return 0
+    return 0 if results.get("pipeline", {"ok": True})["ok"] else 1
 
 
 if __name__ == "__main__":

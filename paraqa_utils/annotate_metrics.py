@@ -128,7 +128,23 @@ def evaluate(records: Sequence[dict], labels: dict[str, Any], asr_info: dict[str
 
 
 def _reason_kind(reason: str | None) -> str:
-    return (reason or "").split(":")[0].split("(")[0].strip() or "none"
+    """'inconsistent: sad with positive valence 0.62' -> 'inconsistent: sad with positive valence'."""
+    import re
+
+    text = (reason or "").split("(")[0]
+    if text.startswith("inconsistent"):
+        return re.sub(r"\s*[\d.]+$", "", text.strip())
+    return text.split(":")[0].strip() or "none"
+
+
+def reject_summary(rejects: Sequence[dict]):
+    """Dropped clips and windows counted per level and kind of reason (numbers stripped from the reasons)."""
+    import pandas as pd
+
+    if not rejects:
+        return pd.DataFrame(columns=["level", "reason", "n"])
+    df = pd.DataFrame([{"level": r["level"], "reason": _reason_kind(r["reason"])} for r in rejects])
+    return df.groupby(["level", "reason"]).size().rename("n").reset_index()
 
 
 def condensation_table(records: Sequence[dict]):

@@ -200,5 +200,11 @@ def check_all() -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    for k, v in check_all().items():
+    import sys
+
+    for k in check_all():
         print(f"ok  {k}")
+    if "--convert" in sys.argv:  # make setup: pay the one-time conversions here, not inside the first run
+        for name, fn in (("whisper-base-ct2", whisper_ct2_dir), ("whisper-base-hf", whisper_hf_dir),
+                         ("smollm2-135m-instruct-hf", smollm2_hf_dir)):
+            print(f"ok  {name}: {fn()}")

@@ -63,7 +63,8 @@ def wrap(model: nn.Module, info: DistInfo, device: torch.device, fsdp: bool) -> 
     for module in list(model.llm.modules()):
         if type(module).__name__ in blocks:
             fully_shard(module)
-    fully_shard(model)
+    # the frozen encoder is called outside the root's forward (encoder cache), so it stays whole on every GPU
+    fully_shard(model, ignored_params=set(model.audio_encoder.parameters()))
     return model
 
 

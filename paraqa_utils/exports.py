@@ -72,7 +72,7 @@ def export_file(src: Path, out_dir: Path, run_dir: Path, formats: Iterable[str])
             counts[fmt] = _stream_write(out_dir / fmt / f"{name}.jsonl",
                                         (to_tagged(r, run_dir) for r in runs.read_jsonl(src)))
         elif fmt == "hf":
-            from datasets import Dataset
+            from datasets import Dataset, Features, Value
 
             def gen() -> Iterator[dict[str, Any]]:
                 for r in runs.read_jsonl(src):
@@ -81,7 +81,10 @@ def export_file(src: Path, out_dir: Path, run_dir: Path, formats: Iterable[str])
                            "task": r.get("task") or r.get("test_set") or "", "clip_id": r["clip_id"]}
             import tempfile
             with tempfile.TemporaryDirectory() as cache:  # arrow scratch files stay out of the artifacts
-                ds = Dataset.from_generator(gen, cache_dir=cache)
+                # explicit features: an empty test set (no test-split QA) still exports, with its schema
+                feats = Features({k: Value("string") for k in ("id", "audio_path", "prompt", "target", "task", "clip_id")})
+                ds = (Dataset.from_generator(gen, features=feats, cache_dir=cache) if Path(src).stat().st_size
+                      else Dataset.from_dict({k: [] for k in feats}, features=feats))
                 ds.save_to_disk(str(out_dir / "hf" / name))
                 counts[fmt] = len(ds)
     return counts

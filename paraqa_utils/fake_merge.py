@@ -20,16 +20,23 @@ _SENTENCES = ["the meeting moved to friday", "i left my keys at home", "the trai
               "we won the match last night", "my sister is coming to visit", "the report is due tomorrow"]
 
 
-def _render(text: str, path: Path, voice: str, pitch: int, wpm: int) -> None:
+def _render(text: str, path: Path, voice: str, pitch: int, wpm: int, tts: bool = True) -> None:
+    if not tts:  # a machine without espeak-ng (a bare GPU box): a pitch-coded tone of speech-like length
+        import numpy as np
+        import soundfile as sf
+
+        t = np.arange(int(22050 * len(text.split()) * 60 / wpm)) / 22050
+        sf.write(path, (0.1 * np.sin(2 * np.pi * (80 + pitch) * t)).astype(np.float32), 22050)
+        return
     if shutil.which("espeak-ng") is None:
-        raise RuntimeError("espeak-ng is missing: apt-get install -y espeak-ng")
+        raise RuntimeError("espeak-ng is missing: apt-get install -y espeak-ng (or pass tts=False for tones)")
     # espeak-ng writes 22.05 kHz WAV: the resampling path to 16 kHz is exercised on purpose
     subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(wpm), "-w", str(path), text],
                    check=True, capture_output=True)
 
 
 def make_fake_merge(run_dir: Path, n_train_clips: int = 6, n_test_clips: int = 3, seed: int = 0,
-                    long_clip_s: float = 0.0) -> Path:
+                    long_clip_s: float = 0.0, tts: bool = True) -> Path:
     """Write clips + train_<condition>.jsonl ×5 + test_<set>.jsonl ×4 + conditions.json and finish the stage.
 
     `long_clip_s` > 0 adds one test clip of about that length (several 30 s encoder windows).
@@ -44,14 +51,14 @@ def make_fake_merge(run_dir: Path, n_train_clips: int = 6, n_test_clips: int = 3
         gender = ("female", "male")[i % 2]
         text = _SENTENCES[i % len(_SENTENCES)]
         path = audio / f"clip{i:03d}.wav"
-        _render(text, path, f"en-us+{'f' if gender == 'female' else 'm'}{1 + i % 3}", pitch, wpm)
+        _render(text, path, f"en-us+{'f' if gender == 'female' else 'm'}{1 + i % 3}", pitch, wpm, tts)
         clips.append({"clip_id": f"clip{i:03d}", "audio_path": str(path.relative_to(run_dir)), "text": text,
                       "emotion": emotion, "gender": gender, "split": "train" if i < n_train_clips else "test",
                       "block": f"[0.0-2.0 s] {emotion} (valence {rng.random():.2f}, arousal {rng.random():.2f}), {gender}"})
     if long_clip_s > 0:
         path = audio / "clip_long.wav"
         n_words = int(long_clip_s * 2.6)  # ~160 words per minute
-        _render(" ".join((_SENTENCES * 50)[i] for i in range(n_words // 5)), path, "en-us", 50, 160)
+        _render(" ".join((_SENTENCES * 50)[i] for i in range(n_words // 5)), path, "en-us", 50, 160, tts)
         clips.append({**clips[-1], "clip_id": "clip_long", "audio_path": str(path.relative_to(run_dir))})
     stage = runs.Stage(run_dir, "03_explicit_merge")
 

@@ -1,11 +1,4 @@
-"""Stage 04: train the Speech-LLM for one condition and answer every test set (`python -m paraqa_utils.finetune`).
-
-    python -m paraqa_utils.finetune --config outputs/runs/<run>/04_finetune/baseline/config.yaml
-    torchrun --nproc-per-node 8 -m paraqa_utils.finetune --config F        # DDP (or fsdp: true)
-    accelerate launch -m paraqa_utils.finetune --config F
-
-The notebook calls `run_condition` once per condition with the same config; the CLI runs one condition.
-"""
+"""Stage 04: train the Speech-LLM for one condition and answer every test set (`python -m paraqa_utils.finetune`)."""
 from __future__ import annotations
 
 import argparse
@@ -26,6 +19,15 @@ from paraqa_utils.speech_data import EncoderCache, PromptFormat, collate, encode
 TRAIN_MODES = ("adapter", "adapter+lora")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 ZERO_SHOT = "zero_shot"
+USAGE = """Train one condition and answer every test set; the notebook calls run_condition() with the same config.
+
+  python -m paraqa_utils.finetune --config outputs/runs/<run>/04_finetune/baseline/config.yaml
+  python -m paraqa_utils.finetune --config F --set n_steps=100 --set train_mode=adapter+lora
+  torchrun --nproc-per-node 8 -m paraqa_utils.finetune --config F     # DDP; add --set fsdp=true to shard the LLM
+  accelerate launch -m paraqa_utils.finetune --config F
+
+Under FSDP, predict afterwards in one process: --set resume=true --set n_steps=<same> loads the final checkpoint.
+"""
 
 
 class ConfigError(ValueError):
@@ -140,11 +142,16 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(cfg: FinetuneConfig, device: torch.device, dtype: torch.dtype) -> speech_llm.SpeechLLM:
-    """Frozen encoder + LLM (+ LoRA); the adapter is initialised from the seed, so every condition starts equal."""
+def build_model(cfg: FinetuneConfig, device: torch.device, dtype: torch.dtype,
+                sharded: bool = False) -> speech_llm.SpeechLLM:
+    """Frozen encoder + LLM (+ LoRA); the adapter is initialised from the seed, so every condition starts equal.
+
+    `sharded` (FSDP): the LLM stays in host memory; fully_shard then moves it to the GPUs one block at a time.
+    """
     encoder = speech_llm.load_audio_encoder(cfg.whisper_model, cfg.stack_k, device, dtype, cfg.seed)
     lora = cfg.train_mode == "adapter+lora"
-    llm, tok, llm_id = speech_llm.load_llm(cfg.llm_model, device, dtype, cfg.seed, reuse=not lora)
+    llm, tok, llm_id = speech_llm.load_llm(cfg.llm_model, torch.device("cpu") if sharded else device, dtype,
+                                           cfg.seed, reuse=not lora)
     _seed_all(cfg.seed)
     if lora:
         llm = speech_llm.apply_lora(llm, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules())
@@ -171,13 +178,19 @@ def fingerprint(cfg: FinetuneConfig, model: speech_llm.SpeechLLM) -> dict[str, A
             **{k: getattr(cfg, k) for k in same}}
 
 
-def save_weights(model: speech_llm.SpeechLLM, cond_dir: Path) -> None:
-    """adapter.safetensors (+ lora/ in peft's own format, loadable with PeftModel.from_pretrained)."""
+def save_weights(model: speech_llm.SpeechLLM, cond_dir: Path, info: distributed.DistInfo, sharded: bool) -> None:
+    """adapter.safetensors (+ lora/ in peft's own format, loadable with PeftModel.from_pretrained).
+
+    Every process calls it (gathering FSDP shards is collective); under FSDP the LoRA weights are in the
+    checkpoint's trainable.pt instead of lora/.
+    """
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.adapter.state_dict().items()},
-              str(cond_dir / "adapter.safetensors"))
-    if hasattr(model.llm, "peft_config"):
+    adapter = {k: distributed.full_tensor(v).detach().cpu().contiguous() for k, v in model.adapter.state_dict().items()}
+    if not info.main:
+        return
+    save_file(adapter, str(cond_dir / "adapter.safetensors"))
+    if hasattr(model.llm, "peft_config") and not sharded:
         model.llm.save_pretrained(str(cond_dir / "lora"))
 
 
@@ -226,14 +239,15 @@ def run_condition(cfg: FinetuneConfig) -> dict[str, Any]:
     data_sha = runs.sha256_file(Path(cfg.train_file)) if cfg.train_file else None
     if cfg.resume and info.world == 1 and done.exists():
         old = runs.read_json(done)
-        if old.get("config") == cfg.to_dict() and old.get("train_file_sha256") == data_sha:
+        if (old.get("config") == cfg.to_dict() and old.get("train_file_sha256") == data_sha
+                and "predictions_skipped" not in old):
             return old  # finished earlier with this very config and data (a resumed pipeline run)
     t0 = time.perf_counter()
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
     device = distributed.device_for(info, speech_llm.resolve_device(cfg.device))
     dtype = speech_llm.resolve_dtype(cfg.dtype, device)
-    model = build_model(cfg, device, dtype)
+    model = build_model(cfg, device, dtype, sharded=cfg.fsdp and info.world > 1)
     cache = EncoderCache(model.audio_encoder, Path(cfg.out_dir) / "_cache" / "encoder", cfg.use_encoder_cache)
     counts: dict[str, Any] = {}
     summary: dict[str, Any] = {"condition": cfg.condition, "explicit": cfg.explicit, "train_mode": cfg.train_mode,
@@ -260,7 +274,7 @@ def run_condition(cfg: FinetuneConfig) -> dict[str, Any]:
         summary.update(train_counts, n_train_examples=len(samples), **training.train(
             model, samples, cache, settings, Path(cfg.out_dir) / "_cache" / "checkpoints" / cfg.condition,
             cond_dir / "train_log.jsonl", fingerprint(cfg, model), cfg.to_dict(), device, autocast,
-            wrapped if wrapped is not model else None, info, cfg.fsdp, cfg.progress))
+            wrapped if wrapped is not model else None, info, cfg.fsdp and info.world > 1, cfg.progress))
         summary["train_cache"] = cache.stats()
     else:
         summary.update(n_train_examples=0, steps=0)
@@ -280,8 +294,8 @@ def run_condition(cfg: FinetuneConfig) -> dict[str, Any]:
                 p.unlink()
         summary.update({f"test_{k}": v for k, v in counts.items()}, n_predictions=len(preds),
                        predict_seconds=round(sum(p["seconds"] for p in preds), 3))
+    save_weights(model, cond_dir, info, cfg.fsdp and info.world > 1)
     if info.main:
-        save_weights(model, cond_dir)
         summary.update(cache.stats(), seconds=round(time.perf_counter() - t0, 3), config=cfg.to_dict())
         runs.write_json(done, summary)
     distributed.barrier(info)
@@ -289,7 +303,7 @@ def run_condition(cfg: FinetuneConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="YAML with FinetuneConfig keys (e.g. a saved config.yaml)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key (YAML value)")
     args = ap.parse_args(argv)

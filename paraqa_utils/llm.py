@@ -228,13 +228,13 @@ def schema_error(schema: Mapping[str, Any], data: Any) -> str | None:
 def parse_json_reply(text: str) -> Any:
     """JSON from a reply, tolerating a ``` fence or chatter around one object; ValueError when there is none."""
     body = re.sub(r"^\s*```(?:json)?\s*|\s*```\s*$", "", text.strip())
-    try:
-        return json.loads(body)
+    try:  # strict=False: raw newlines inside strings, which llama.cpp's JSON grammar lets through
+        return json.loads(body, strict=False)
     except json.JSONDecodeError as exc:
         start, end = body.find("{"), body.rfind("}")
         if 0 <= start < end:
             try:
-                return json.loads(body[start:end + 1])
+                return json.loads(body[start:end + 1], strict=False)
             except json.JSONDecodeError:
                 pass
         raise ValueError(f"not valid JSON ({exc.msg} at char {exc.pos})") from None
@@ -377,7 +377,7 @@ class LLMClient:
 
     async def complete_many(self, requests: Sequence[LLMRequest]) -> list[LLMResult]:
         """Cache hits first (no task per item), then `concurrency` workers over the misses."""
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # plain text bar: tqdm.auto warns in kernels without ipywidgets
 
         t0 = time.monotonic()
         requests = list(requests)

@@ -55,6 +55,16 @@ def _healthy(base_url: str, timeout_s: float = 2.0) -> str | None:
         return None
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM the server when its parent dies, even by SIGKILL (a killed kernel
+    never runs our `finally`, and an orphaned server would keep a core busy)."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the context manager's cleanup is all there is
+
+
 def server_command(model_path: Path, port: int, host: str, n_ctx: int, n_threads: int, alias: str) -> list[str]:
     return [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--model_alias", alias,
             "--host", host, "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(n_threads)]
@@ -83,7 +93,7 @@ def embedded_llm_server(log_path: Path, model_path: Path | None = None, n_ctx: i
         log.flush()
         # Own process group, so stopping it also stops anything it spawned.
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent)
     try:
         deadline = time.monotonic() + startup_timeout_s
         while True:

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import math
 import random
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,8 +236,6 @@ class EncoderCache:
 
     def get(self, samples: Sequence[Encoded]) -> list[torch.Tensor]:
         """Encoder states for each sample's clip, computing the missing ones in one batched call."""
-        import time
-
         found: dict[str, torch.Tensor] = {}
         todo: dict[str, Path] = {}
         for s in samples:
@@ -262,7 +262,7 @@ class EncoderCache:
                     self._remember(key, st)
                     if self.folder:
                         self.folder.mkdir(parents=True, exist_ok=True)
-                        tmp = self.folder / f".{key}.tmp"
+                        tmp = self.folder / f".{key}.{os.getpid()}.tmp"  # DDP ranks share the folder
                         torch.save(st.detach().clone(), tmp)
                         tmp.replace(self.folder / f"{key}.pt")
         out = [found[f"{s.audio_key}_{self.tag}"] for s in samples]

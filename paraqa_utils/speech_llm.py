@@ -241,7 +241,9 @@ def _load_llm(spec: str, device: torch.device, dtype: torch.dtype, seed: int) ->
     else:
         model_id = assets.resolve_model("llm", spec)
         tok = AutoTokenizer.from_pretrained(model_id)
-        llm = AutoModelForCausalLM.from_pretrained(model_id, dtype=dtype)
+        # straight onto the GPU when there is one: a 9B model need not pass through host memory
+        where = {"device_map": {"": device}} if device.type == "cuda" else {}
+        llm = AutoModelForCausalLM.from_pretrained(model_id, dtype=dtype, **where)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token  # padding is always masked, so any id will do
     return llm.to(device=device, dtype=dtype).eval().requires_grad_(False), tok, model_id

@@ -128,12 +128,18 @@ def check_fingerprint(state: dict[str, Any], fingerprint: dict[str, Any], where:
 
 
 def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                    fingerprint: dict[str, Any], info: DistInfo = DistInfo(), sharded_optimizer: bool = False) -> int:
-    """Restore a checkpoint after checking its fingerprint; returns the optimizer steps already done."""
+                    fingerprint: dict[str, Any], info: DistInfo = DistInfo(), sharded_optimizer: bool = False,
+                    total: int | None = None) -> int:
+    """Restore a checkpoint after checking its fingerprint; returns the optimizer steps already done.
+
+    A checkpoint at or beyond `total` steps only restores the weights: nothing is left to train, so e.g. an FSDP
+    run's weights can be loaded by a single process to predict.
+    """
     folder = Path(folder)
     state = runs.read_json(folder / "state.json")
     check_fingerprint(state, fingerprint, folder)
-    if sharded_optimizer and state.get("world_size") != info.world:
+    finished = total is not None and int(state["step"]) >= total
+    if sharded_optimizer and not finished and state.get("world_size") != info.world:
         raise ResumeRefused(f"{folder} holds optimizer shards for {state.get('world_size')} processes, not {info.world}")
     weights = torch.load(folder / "trainable.pt")
     params = dict(model.named_parameters())
@@ -142,6 +148,8 @@ def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
         raise ResumeRefused(f"{folder} lacks trainable weights {missing[:5]}: it was made for another setup")
     for name, tensor in weights.items():
         distributed.load_into(params[name], tensor)
+    if finished:
+        return int(state["step"])
     rest = torch.load(folder / (f"optimizer.rank{info.rank}.pt" if sharded_optimizer else "optimizer.pt"),
                       weights_only=False)
     optimizer.load_state_dict(rest["optimizer"])
@@ -179,7 +187,7 @@ def train(model: nn.Module, samples: Sequence[Encoded], cache: EncoderCache, set
     step = 0
     source = Path(settings.resume_from) if settings.resume_from else Path(ckpt_dir)
     if (settings.resume or settings.resume_from) and (source / "state.json").exists():
-        step = load_checkpoint(source, model, optimizer, scheduler, fingerprint, info, sharded)
+        step = load_checkpoint(source, model, optimizer, scheduler, fingerprint, info, sharded, n_total)
         if step > n_total:
             raise ResumeRefused(f"{source} is at step {step}, beyond this run's {n_total} steps; raise n_steps "
                                 "or start fresh (resume=False)")

@@ -192,3 +192,15 @@ def test_training_windows_get_out_of_fold_labels():
     assert in_sample > 0.95 and held_out < 0.75  # random labels: memorised in-sample, chance out of fold
     with pytest.raises(recognisers.RecogniserError, match="gender"):
         rec.predict("gender", x)
+
+
+def test_reject_summary_groups_reasons_without_their_numbers():
+    from paraqa_utils.annotate_metrics import reject_summary
+
+    rejects = [{"level": "window", "reason": "inconsistent: sad with positive valence 0.62"},
+               {"level": "window", "reason": "inconsistent: sad with positive valence 0.7"},
+               {"level": "clip", "reason": "silent audio (-inf dBFS < -55)"},
+               {"level": "clip", "reason": "no dominant emotion: happy covers 40% of kept windows (< 50%)"}]
+    tab = reject_summary(rejects).set_index(["level", "reason"])["n"].to_dict()
+    assert tab == {("window", "inconsistent: sad with positive valence"): 2, ("clip", "silent audio"): 1,
+                   ("clip", "no dominant emotion"): 1}

@@ -139,6 +139,8 @@ def test_exports_and_human_qa(run, tmp_path):
         .save_to_disk(str(tmp_path / "human"))
     items = exports.load_human_qa(tmp_path / "human", audio_root=tmp_path)
     assert items[0]["audio_path"] == str(tmp_path / "a.wav") and items[0]["reference"] == "Because."
+    (tmp_path / "test_empty.jsonl").write_text("")  # e.g. no test-split QA from the generator
+    assert exports.export_file(tmp_path / "test_empty.jsonl", tmp_path / "exp", run, exports.FORMATS)["hf"] == 0
     runs.write_jsonl(tmp_path / "h.jsonl", [{"audio_path": "/x/b.wav", "question": "Q?"}])
     with pytest.raises(exports.ExportError, match="missing answer"):
         exports.load_human_qa(tmp_path / "h.jsonl")

@@ -235,3 +235,13 @@ def test_cache_skips_a_torn_last_line_and_keeps_appending(tmp_path):
     again.close()
     third = llm.DiskCache(tmp_path)
     assert len(third) == 4 and third.get(new_key)["text"] == "t3" and third.get(keys[0])["text"] == "t0"
+
+
+def test_json_replies_are_read_tolerantly_but_not_invented():
+    assert llm.parse_json_reply('```json\n{"a": 1}\n```') == {"a": 1}
+    assert llm.parse_json_reply('Sure! Here it is: {"a": [2]} Hope this helps.') == {"a": [2]}
+    assert llm.parse_json_reply('{"a": "line one\nline two"}') == {"a": "line one\nline two"}  # llama.cpp lets it by
+    for bad in ("I cannot do that.", '{"a": ', "[1, 2"):
+        with pytest.raises(ValueError, match="not valid JSON"):
+            llm.parse_json_reply(bad)
+    assert llm.retry_after_s(type("E", (), {"response": type("R", (), {"headers": {"retry-after-ms": "1500"}})})()) == 1.5

@@ -66,3 +66,25 @@ def test_llm_endpoint_passes_a_real_endpoint_through(tmp_path):
     with pytest.raises(ValueError, match="without llm_base_url"):
         with llm_server.llm_endpoint("", "gpt-4o", tmp_path):
             pass
+
+
+def test_server_dies_with_a_killed_parent(tmp_path):
+    """A kernel killed with SIGKILL runs no cleanup: the server must not outlive it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("import sys, time; from paraqa_utils import llm_server\n"
+              f"cm = llm_server.embedded_llm_server({str(tmp_path / 's.log')!r}, n_ctx=512)\n"
+              "ep = cm.__enter__(); print(ep.base_url, flush=True); time.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    url = parent.stdout.readline().strip()
+    assert port_open(url)
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 20
+    while port_open(url) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not port_open(url)

@@ -185,16 +185,16 @@ def test_embedded_llama_cpp_server_gives_parseable_structured_qa(tmp_path):
     from paraqa_utils import llm_server, qa_filters
 
     anns = annotations(1)
-    cfg = S.SynthConfig(n_qa={"cpqa": 1, "pqa_star": 1}, max_tokens=400)
+    cfg = S.SynthConfig(kinds=("cpqa",), n_qa={"cpqa": 2}, max_tokens=400)
     prompts = {k: S.load_prompt(cfg.prompt_files[k]) for k in cfg.kinds}
     with llm_server.llm_endpoint("", "", tmp_path, n_threads=1, n_ctx=2048) as ep:
         client = llm.LLMClient([ep], cache_dir=tmp_path / "cache", timeout_s=240, response_format="auto",
                                max_invalid_retries=0, progress=False)
         qas, rejects, counts = S.generate(client, anns, cfg, prompts)
-        assert client.formats == ["json_object_schema"] and client.ledger.calls == 2
-        assert client.ledger.completion_tokens > 0 and client.ledger.failures + counts["n_calls_ok"] == 2
+        assert client.formats == ["json_object_schema"] and client.ledger.calls == 1
+        assert client.ledger.completion_tokens > 0 and client.ledger.failures + counts["n_calls_ok"] == 1
         results = client.complete(S.build_request(a, k, prompts[k], cfg) for k in cfg.kinds for a in anns)
-        assert all(r.cached for r in results) and client.ledger.calls == 2
+        assert all(r.cached for r in results) and client.ledger.calls == 1
     assert all(isinstance(r.data, dict) and isinstance(r.data.get("qa_pairs"), list) for r in results), \
         [r.text[:200] for r in results]
     assert all(set(q) >= {"qa_id", "question", "answer", "cache_key", "prompt_sha256"} for q in qas)

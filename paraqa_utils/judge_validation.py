@@ -146,3 +146,39 @@ def swap_report(j: pd.DataFrame) -> dict[str, Any]:
                       "share_swapped_lower": float(np.mean([s < o for o, s in paired])) if paired else None,
                       "share_swapped_at_most_1_of_5": float(np.mean([s <= 20 for _, s in paired])) if paired else None}
     return out
+
+
+def label_table(label_items: list[dict[str, Any]], embed: Embed | None, min_similarity: float = 0.3) -> pd.DataFrame:
+    """Label-set items with each answer mapped to a label (`mapped`, `map_method`) and `correct` (0/1)."""
+    lab = pd.DataFrame(label_items)
+    if lab.empty:
+        return pd.DataFrame(columns=["item_id", "condition", "test_set", "label", "mapped", "map_method", "answer",
+                                     "correct"])
+    lab["mapped"], lab["map_method"] = None, "none"
+    for facet in ("emotion", "gender"):
+        sel = lab["test_set"] == facet
+        if sel.any():
+            mapped = map_labels(lab.loc[sel, "answer"].tolist(), facet, sorted(DESCRIPTIONS[facet]), embed,
+                                min_similarity)
+            lab.loc[sel, "mapped"] = [m for m, _ in mapped]
+            lab.loc[sel, "map_method"] = [how for _, how in mapped]
+    lab["correct"] = (lab["mapped"] == lab["label"]).astype(float)
+    return lab
+
+
+def validation_report(judgments: pd.DataFrame, lab: pd.DataFrame, classification: pd.DataFrame,
+                      label_sets: Sequence[str], open_sets: Sequence[str]) -> dict[str, Any]:
+    """Everything validation.json holds: the judge against correctness, UA ranking, other judges and probes."""
+    j = judgments
+    jl = (j[j["test_set"].isin(label_sets) & j["probe"].isna()].merge(
+        lab[["item_id", "condition", "correct"]], on=["item_id", "condition"], how="left") if len(lab) else j.iloc[:0])
+    ua = classification.groupby("condition")["ua"].mean() if len(classification) else pd.Series(dtype=float)
+    return {
+        "judge_vs_correctness": judge_vs_correctness(jl.dropna(subset=["score_100"])) if len(jl) else {},
+        "ranking_vs_ua": {name: ranking_agreement(g.groupby("condition")["score_100"].mean(), ua)
+                          for name, g in jl.groupby("judge")},
+        "judge_agreement": judge_agreement(j[j["probe"].isna()].dropna(subset=["score_100"])),
+        "length_bias": length_bias(jl) if len(jl) else {},
+        "reference_swap": swap_report(j[j["test_set"].isin(open_sets)]),
+        "parse_fail_rate": (1 - j.groupby("judge")["parse_ok"].mean()).to_dict(),
+    }

@@ -18,13 +18,7 @@ from paraqa_utils.tiny_models import TINY
 PRED_FIELDS = {"item_id", "condition", "test_set", "question_type", "prompt", "answer", "n_tokens", "seconds"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread avoids oversubscription on a shared 2-core machine (10x faster here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -124,3 +124,20 @@ def test_validation_pieces():
     probes = jv.probe_items([{**it, "label": None} for it in items(4)], seed=0, n=3)
     assert len(probes) == 3 and all(p["reference"] != next(i for i in items(4) if i["item_id"] == p["probe_of"])
                                     ["reference"] for p in probes)
+
+
+def test_label_table_and_validation_report():
+    label_items = [{"item_id": f"e{i}", "condition": c, "test_set": "emotion", "label": "sad",
+                    "answer": "She sounds sad." if c == "good" else "Quite neutral."}
+                   for i in range(3) for c in ("good", "bad")]
+    lab = jv.label_table(label_items, None)
+    assert lab.groupby("condition")["correct"].mean().to_dict() == {"bad": 0.0, "good": 1.0}
+    assert set(lab["map_method"]) == {"keyword"}
+    cls = jv.classification_table(lab)
+    j = pd.DataFrame([{"judge": "a", "item_id": r["item_id"], "condition": r["condition"], "test_set": "emotion",
+                       "score_100": 100.0 * r["correct"], "parse_ok": True, "probe": None,
+                       "answer_chars": len(r["answer"])} for _, r in lab.iterrows()])
+    rep = jv.validation_report(j, lab, cls, ("emotion", "gender"), ("cpqa_ref",))
+    assert rep["judge_vs_correctness"]["a"]["per_item"]["pearson"] == pytest.approx(1.0)
+    assert rep["ranking_vs_ua"]["a"]["judge_order"] == ["good", "bad"] and rep["parse_fail_rate"] == {"a": 0.0}
+    assert jv.label_table([], None).empty

@@ -1,7 +1,6 @@
 """Real corpora into the clip manifest: MSP-Podcast, IEMOCAP, CREMA-D, RAVDESS, generic CSV/JSONL, plumbing set."""
 from __future__ import annotations
 
-import json
 import math
 import re
 import subprocess

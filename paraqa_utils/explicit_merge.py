@@ -10,9 +10,10 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import yaml
 
-PROMPTS = Path(__file__).resolve().parent / "prompts"
-TEMPLATES_FILE = PROMPTS / "templates_v1.yaml"
-REFERENCE_FILE = PROMPTS / "reference_qa_v1.yaml"
+from paraqa_utils import prompts
+
+TEMPLATES_FILE = prompts.path("templates_v1.yaml")
+REFERENCE_FILE = prompts.path("reference_qa_v1.yaml")
 MODES = ("categories", "numbers", "words")
 DIMS = ("valence", "arousal", "dominance")
 # Which data sources each condition trains on, and whether the explicit block goes into its prompts (PAPER.md §3).

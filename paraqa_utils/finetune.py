@@ -3,22 +3,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import random
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from paraqa_utils import distributed, runs, speech_llm, training
+from paraqa_utils.finetune_config import (DTYPES, TRAIN_MODES, ZERO_SHOT, ConfigError,  # noqa: F401
+                                          FinetuneConfig, load_config, save_config)
 from paraqa_utils.speech_data import EncoderCache, PromptFormat, collate, encode_records
 
-TRAIN_MODES = ("adapter", "adapter+lora")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-ZERO_SHOT = "zero_shot"
 USAGE = """Train one condition and answer every test set; the notebook calls run_condition() with the same config.
 
   python -m paraqa_utils.finetune --config outputs/runs/<run>/04_finetune/baseline/config.yaml
@@ -28,113 +25,6 @@ USAGE = """Train one condition and answer every test set; the notebook calls run
 
 Under FSDP, predict afterwards in one process: --set resume=true --set n_steps=<same> loads the final checkpoint.
 """
-
-
-class ConfigError(ValueError):
-    """A fine-tuning config with an unknown key or a bad value; the message names the key."""
-
-
-@dataclass
-class FinetuneConfig:
-    """Every knob of one condition's training and prediction; saved as `<condition>/config.yaml`."""
-    condition: str = "baseline"
-    train_file: str = ""  # empty: no training, the untrained stack (the zero-shot floor)
-    test_files: dict = field(default_factory=dict)  # test set name -> test_<set>.jsonl
-    explicit: bool = False  # put the annotator's labels (explicit_block) into test prompts
-    run_dir: str = ""  # relative audio paths are relative to it
-    out_dir: str = "."  # the stage folder: writes <out_dir>/<condition>/ and caches in <out_dir>/_cache/
-    whisper_model: str = ""  # "" = embedded Whisper base; a path or hub id (openai/whisper-large-v3)
-    llm_model: str = ""  # "" = embedded SmolLM2-135M-Instruct; any causal LM path or hub id
-    train_mode: str = "adapter"  # the paper trains the adapter only; "adapter+lora" adds LoRA on the LLM
-    stack_k: int = 15
-    adapter_hidden: int = 0  # 0 = the LLM's hidden size
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    lora_target_modules: str = "q_proj,k_proj,v_proj,o_proj"
-    n_steps: int = 0  # optimizer steps; 0 = n_epochs passes over the data
-    n_epochs: float = 1.0
-    batch_size: int = 4
-    grad_accum: int = 1
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.1
-    schedule: str = "cosine"
-    max_grad_norm: float = 1.0
-    max_seq_len: int = 1024
-    max_train_examples: int = 0  # 0 = all
-    group_by_length: bool = True
-    max_new_tokens: int = 48
-    max_test_items: int = 0  # per test set; 0 = all
-    predict_batch_size: int = 8
-    use_encoder_cache: bool = True
-    device: str = "auto"
-    dtype: str = "auto"  # auto: bf16 on GPUs, float32 on CPU
-    gradient_checkpointing: bool = False
-    fsdp: bool = False
-    save_every_steps: int = 0  # 0 = a checkpoint at the end only
-    resume: bool = True  # continue from this condition's own checkpoint, if one exists
-    resume_from: str = ""  # or from this checkpoint folder (refused if made for another condition/model)
-    seed: int = 0
-    torch_threads: int = 0  # 0 = torch's default; 1 is often faster on a CPU shared with other jobs
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        problems = []
-        for f in dataclasses.fields(self):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            value = getattr(self, f.name)
-            ok = (isinstance(value, (int, float)) and not isinstance(value, bool) if isinstance(default, float)
-                  else isinstance(value, int) and not isinstance(value, bool) if type(default) is int
-                  else isinstance(value, type(default)))
-            if not ok:
-                problems.append(f"{f.name}={value!r}: expected {type(default).__name__}")
-        if problems:  # the value checks below assume the right types
-            raise ConfigError("fine-tuning config:\n  - " + "\n  - ".join(problems))
-        checks = [(self.train_mode in TRAIN_MODES, f"train_mode={self.train_mode!r}: one of {TRAIN_MODES}"),
-                  (self.schedule in training.SCHEDULES, f"schedule={self.schedule!r}: one of {training.SCHEDULES}"),
-                  (self.dtype in DTYPES, f"dtype={self.dtype!r}: one of {DTYPES}"),
-                  (self.stack_k >= 1, "stack_k must be >= 1"), (self.batch_size >= 1, "batch_size must be >= 1"),
-                  (self.grad_accum >= 1, "grad_accum must be >= 1"), (self.lr > 0, "lr must be > 0"),
-                  (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
-                  (self.n_steps > 0 or self.n_epochs > 0, "set n_steps > 0 or n_epochs > 0"),
-                  (self.max_new_tokens >= 1, "max_new_tokens must be >= 1"),
-                  (self.max_seq_len >= 16, "max_seq_len must be >= 16"),
-                  (self.train_mode == "adapter" or bool(self.target_modules()),
-                   "adapter+lora needs lora_target_modules")]
-        problems = [msg for ok, msg in checks if not ok]
-        if problems:
-            raise ConfigError("fine-tuning config:\n  - " + "\n  - ".join(problems))
-
-    def target_modules(self) -> list[str]:
-        return [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
-        """Unknown keys are an error (with the closest known key), never silently ignored."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = [k for k in data if k not in names]
-        if unknown:
-            hints = [f"'{k}'" + (f" (did you mean '{m[0]}'?)" if (m := difflib.get_close_matches(k, names, 1)) else "")
-                     for k in unknown]
-            raise ConfigError(f"unknown fine-tuning config key(s): {', '.join(hints)}")
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def load_config(path: str | Path) -> FinetuneConfig:
-    import yaml
-
-    return FinetuneConfig.from_dict(yaml.safe_load(Path(path).read_text()) or {})
-
-
-def save_config(cfg: FinetuneConfig, path: Path) -> None:
-    import yaml
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def _seed_all(seed: int) -> None:
@@ -309,11 +199,20 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import yaml
 
-    data = yaml.safe_load(Path(args.config).read_text()) or {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        data[key] = yaml.safe_load(value)
-    summary = run_condition(FinetuneConfig.from_dict(data))
+    try:
+        data = yaml.safe_load(Path(args.config).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{args.config} holds a {type(data).__name__}, not a mapping of config keys")
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+            data[key] = yaml.safe_load(value)
+        cfg = FinetuneConfig.from_dict(data)
+    except (OSError, yaml.YAMLError, ConfigError) as exc:
+        print(f"paraqa_utils.finetune: {exc}", file=sys.stderr)
+        return 2
+    summary = run_condition(cfg)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     print({k: v for k, v in summary.items() if k != "config"})

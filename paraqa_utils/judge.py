@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from paraqa_utils import runs
+from paraqa_utils import prompts, runs
 from paraqa_utils.llm import LLMClient, LLMRequest
 
-PROMPTS = Path(__file__).resolve().parent / "prompts"
 RUBRICS = {"rubric_v1": 5, "rubric_para_v1": 5, "binary_v1": 1}  # name -> top rating
 SCALE_TO_100 = {5: 20.0, 1: 100.0}  # the paper reports mean x 20 (0-5) and x 100 (0/1)
 LAST_RATING = re.compile(r"(?:rating|score)\W{0,3}(\d+)", re.IGNORECASE)
@@ -31,14 +30,18 @@ class JudgeConfig:
         return RUBRICS[self.rubric]
 
 
-def rubric_text(rubric: str) -> str:
+def rubric_path(rubric: str) -> Path:
     if rubric not in RUBRICS:
         raise ValueError(f"unknown rubric '{rubric}'; known: {', '.join(RUBRICS)}")
-    return (PROMPTS / f"{rubric}.txt").read_text()
+    return prompts.path(f"{rubric}.txt")
+
+
+def rubric_text(rubric: str) -> str:
+    return rubric_path(rubric).read_text()
 
 
 def rubric_sha(rubric: str) -> str:
-    return runs.sha256_file(PROMPTS / f"{rubric}.txt")
+    return runs.sha256_file(rubric_path(rubric))
 
 
 def schema(top: int) -> dict[str, Any]:

@@ -12,25 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import email.utils
-import hashlib
-import json
 import os
 import random
 import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-import fastjsonschema
 import openai
 
+from paraqa_utils.llm_replies import (RETRY_STATUS, check_reply, error_kind, parse_json_reply,  # noqa: F401
+                                      retry_after_s, schema_error)
 from paraqa_utils.llm_server import Endpoint
+from paraqa_utils.llm_store import CACHE_FILE, DiskCache, Ledger, LLMRequest, LLMResult, cache_key  # noqa: F401
 
-CACHE_FILE = "llm_cache.jsonl"
-RETRY_STATUS = (408, 409, 429)  # and every 5xx, like the openai package's own policy
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # How a request's schema travels, strongest first: OpenAI/vLLM's json_schema; llama-cpp-python's json_object with
 # a schema (its server refuses json_schema); plain JSON mode; nothing (the reply is still parsed and validated).
@@ -41,124 +37,6 @@ FEEDBACK = ("Your previous reply could not be used: {error}. Reply again with on
 
 class LLMConfigError(RuntimeError):
     """The client cannot be set up (e.g. the API key's environment variable is unset); nothing was sent."""
-
-
-@dataclass(frozen=True)
-class LLMRequest:
-    """One chat completion. `json_schema` is sent as response_format (where served) and checked on the reply;
-    `validator(data)` may raise ValueError for further checks. Both failures are fed back for a retry."""
-    messages: Sequence[Mapping[str, str]]
-    temperature: float = 0.0
-    max_tokens: int = 512
-    top_p: float | None = None
-    seed: int | None = None
-    json_schema: Mapping[str, Any] | None = None
-    schema_name: str = "reply"
-    validator: Callable[[Any], None] | None = field(default=None, compare=False)
-    model: str = ""  # empty: the client's model
-    tag: Any = field(default=None, compare=False)  # the caller's reference, handed back with the result
-
-    def sampling(self) -> dict[str, Any]:
-        s = {"temperature": self.temperature, "max_tokens": self.max_tokens, "top_p": self.top_p, "seed": self.seed}
-        return {k: v for k, v in s.items() if v is not None}
-
-
-@dataclass
-class LLMResult:
-    key: str
-    ok: bool
-    text: str = ""
-    data: Any = None  # the parsed JSON reply (also kept for an invalid reply, so callers may salvage parts)
-    error: str = ""
-    error_kind: str = ""  # invalid_json | schema | empty | refusal | truncated | http_<code> | timeout | connection
-    cached: bool = False
-    attempts: int = 0  # HTTP calls made for it in this batch (0 when it came from the cache)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    model: str = ""  # the model id the server reported
-    finish_reason: str = ""
-    tag: Any = None
-
-
-@dataclass
-class Ledger:
-    """What one client spent (per stage): what the run's metrics.json reports."""
-    name: str
-    requests: int = 0
-    calls: int = 0
-    cache_hits: int = 0
-    retries: int = 0
-    invalid_retries: int = 0
-    failures: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    wall_s: float = 0.0
-    errors: dict[str, int] = field(default_factory=dict)
-    calls_per_endpoint: dict[str, int] = field(default_factory=dict)
-
-    def count(self, table: dict[str, int], key: str) -> None:
-        table[key] = table.get(key, 0) + 1
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "cost_usd": round(self.cost_usd, 6), "wall_s": round(self.wall_s, 3)}
-
-
-def cache_key(model: str, req: LLMRequest) -> str:
-    blob = json.dumps({"model": model, "messages": list(req.messages), "sampling": req.sampling(),
-                       "schema": req.json_schema, "schema_name": req.schema_name}, sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-class DiskCache:
-    """Append-only `<key>\\t<json>` lines; the index holds only offsets, so memory stays small at 100k+ items.
-
-    One os.write per entry on an O_APPEND descriptor: a killed process leaves at most one torn last line,
-    which the next load skips (and a newline is added before appending after it)."""
-
-    def __init__(self, folder: Path | None):
-        self.path = Path(folder) / CACHE_FILE if folder else None
-        self.index: dict[bytes, int] = {}  # key digest -> offset << 24 | length
-        self._fd: int | None = None
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        offset = 0
-        with open(self.path, "rb") as f:
-            for line in f:
-                if line.endswith(b"}\n") and line[64:66] == b"\t{":  # a torn line, even sealed, never ends so
-                    self.index[bytes.fromhex(line[:64].decode())] = offset << 24 | len(line)
-                offset += len(line)
-        if offset and os.pread(self._fd, 1, offset - 1) != b"\n":
-            os.write(self._fd, b"\n")  # seal a line torn by a kill
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        packed = self.index.get(bytes.fromhex(key))
-        if packed is None or self._fd is None:
-            return None
-        try:
-            return json.loads(os.pread(self._fd, packed & 0xFFFFFF, packed >> 24)[65:])
-        except json.JSONDecodeError:  # a torn line that happened to end in '}': a miss, asked again
-            return None
-
-    def put(self, key: str, entry: dict[str, Any]) -> None:
-        if self._fd is None:
-            return
-        line = f"{key}\t{json.dumps(entry, ensure_ascii=False)}\n".encode()
-        if len(line) >= 1 << 24:  # beyond what the index can address (16 MiB): simply not cached
-            return
-        os.write(self._fd, line)
-        end = os.lseek(self._fd, 0, os.SEEK_CUR)
-        self.index[bytes.fromhex(key)] = (end - len(line)) << 24 | len(line)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
 
 class RateLimiter:
@@ -206,89 +84,6 @@ def api_key_for(base_url: str, api_key_env: str) -> str:
         return "no-key"
     raise LLMConfigError(f"the endpoint {public_url(base_url)} needs an API key: export it in the environment "
                          f"variable {api_key_env} (or set llm_api_key_env to '' for a server without authentication)")
-
-
-_VALIDATORS: dict[str, Callable[[Any], Any]] = {}
-
-
-def schema_error(schema: Mapping[str, Any], data: Any) -> str | None:
-    """The first violation of a JSON schema ('data.qa_pairs[0].question_type must be one of ...'), or None.
-
-    fastjsonschema compiles each schema once (and imports in milliseconds, unlike jsonschema's format plugins)."""
-    key = json.dumps(schema, sort_keys=True)
-    if key not in _VALIDATORS:
-        _VALIDATORS[key] = fastjsonschema.compile(dict(schema))
-    try:
-        _VALIDATORS[key](data)
-    except fastjsonschema.JsonSchemaValueException as exc:
-        return f"schema violation: {exc.message[:300]}"
-    return None
-
-
-def parse_json_reply(text: str) -> Any:
-    """JSON from a reply, tolerating a ``` fence or chatter around one object; ValueError when there is none."""
-    body = re.sub(r"^\s*```(?:json)?\s*|\s*```\s*$", "", text.strip())
-    try:  # strict=False: raw newlines inside strings, which llama.cpp's JSON grammar lets through
-        return json.loads(body, strict=False)
-    except json.JSONDecodeError as exc:
-        start, end = body.find("{"), body.rfind("}")
-        if 0 <= start < end:
-            try:
-                return json.loads(body[start:end + 1], strict=False)
-            except json.JSONDecodeError:
-                pass
-        raise ValueError(f"not valid JSON ({exc.msg} at char {exc.pos})") from None
-
-
-def check_reply(text: str, refusal: str | None, finish_reason: str, req: LLMRequest) -> tuple[Any, str, str]:
-    """(data, error_kind, error) for one reply; error_kind '' means it is usable."""
-    if refusal:
-        return None, "refusal", f"the model refused: {refusal[:200]}"
-    if not text.strip():
-        return None, "empty", "the reply was empty"
-    if req.json_schema is None and req.validator is None:
-        return text, "", ""
-    try:
-        data = parse_json_reply(text)
-    except ValueError as exc:
-        kind = "truncated" if finish_reason == "length" else "invalid_json"
-        return None, kind, f"the reply is {exc}" + (" (cut off at max_tokens)" if kind == "truncated" else "")
-    if req.json_schema is not None and (err := schema_error(req.json_schema, data)):
-        return data, "schema", err
-    if req.validator is not None:
-        try:
-            req.validator(data)
-        except ValueError as exc:
-            return data, "schema", str(exc)[:300]
-    return data, "", ""
-
-
-def retry_after_s(exc: Exception) -> float | None:
-    """Seconds the server asked us to wait (retry-after-ms, retry-after as seconds or an HTTP date)."""
-    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
-    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
-        raw = headers.get(name)
-        if raw is None:
-            continue
-        try:
-            return max(0.0, float(raw) * scale)
-        except ValueError:
-            when = email.utils.parsedate_to_datetime(raw) if scale == 1.0 else None
-            if when is not None:
-                return max(0.0, when.timestamp() - time.time())
-    return None
-
-
-def error_kind(exc: Exception) -> tuple[str, bool]:
-    """(kind, retryable) for a failed HTTP call."""
-    if isinstance(exc, (asyncio.TimeoutError, openai.APITimeoutError)):
-        return "timeout", True
-    if isinstance(exc, openai.APIConnectionError):
-        return "connection", True
-    if isinstance(exc, openai.APIStatusError):
-        code = exc.status_code
-        return f"http_{code}", code in RETRY_STATUS or code >= 500
-    return type(exc).__name__, False
 
 
 class _Target:

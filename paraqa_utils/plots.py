@@ -8,7 +8,6 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on CI or a cluster; notebooks still show the returned figures
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 

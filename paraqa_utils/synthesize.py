@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from paraqa_utils import runs
+from paraqa_utils.prompts import path as prompt_path
 from paraqa_utils.llm import LLMClient, LLMRequest, LLMResult, schema_error
 
-PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 QUESTION_TYPES = {"cpqa": ("C", "CE", "CG"), "pqa_star": ("E", "D", "G")}
 REASONING = ("simple", "multi_step")
 UNUSABLE_EMOTIONS = (None, "", "unknown", "other")
@@ -45,15 +45,6 @@ class Prompt:
         if not msgs or msgs[-1]["role"] != "user":
             raise ValueError(f"{self.name}: a prompt needs '=== user ===' (and optionally '=== system ===') sections")
         return msgs
-
-
-def prompt_path(name: str | Path) -> Path:
-    """A prompt or keyword file by name in paraqa_utils/prompts/, or by path."""
-    path = Path(name) if Path(name).is_file() else PROMPTS_DIR / str(name)
-    if not path.is_file():
-        known = ", ".join(sorted(p.name for p in PROMPTS_DIR.glob("*.txt")))
-        raise FileNotFoundError(f"prompt file '{name}' not found in {PROMPTS_DIR} (have: {known})")
-    return path
 
 
 def load_prompt(name: str | Path) -> Prompt:

@@ -108,6 +108,21 @@ def test_conditions_tests_and_guards(run):
         f.write(json.dumps({**recs["baseline"][0], "clip_id": "c13"}) + "\n")
     assert "test clip c13 in training" in " ".join(
         mixtures.leakage_report(paths, tests, clips, anns, "numbers", bins, True, words)["problems"])
+    # a human-written set: blocks from 01's annotation of the same clip, none for a clip 01 never saw
+    human = [{"item_id": "cpqa_human:0", "clip_id": "c12", "question": "Why?", "label": None},
+             {"item_id": "cpqa_human:1", "clip_id": "outside_7", "question": "How?", "label": None}]
+    assert mixtures.attach_explicit_blocks(human, anns, "numbers", bins, True) == {
+        "items": 2, "with_explicit_block": 1, "without_explicit_block": 1}
+    assert human[0]["explicit_block"] == em.verbalise(anns["c12"]["segments"], "numbers", bins, True)
+    assert human[0]["explicit_block"].startswith("Detected voice cues") and human[1]["explicit_block"] is None
+    recs["baseline"] = list(runs.read_jsonl(paths["baseline"]))[:-1]  # without the planted c13 row
+    runs.write_jsonl(paths["baseline"], recs["baseline"])
+    rep = mixtures.leakage_report(paths, {**tests, "cpqa_human": human}, clips, anns, "numbers", bins, True, words)
+    assert rep["ok"], rep["problems"]
+    on_train = [dict(human[0], item_id="cpqa_human:2", clip_id="c00")]  # a human item on a training clip
+    mixtures.attach_explicit_blocks(on_train, anns, "numbers", bins, True)
+    assert "test clip c00 in training" in " ".join(mixtures.leakage_report(
+        paths, {**tests, "cpqa_human": on_train}, clips, anns, "numbers", bins, True, words)["problems"])
 
 
 def test_empty_condition_and_duplicates_are_errors(run):

@@ -51,6 +51,21 @@ def test_config_refuses_unknown_keys_and_bad_values():
         FinetuneConfig(batch_size="4")
 
 
+def test_cli_reports_a_bad_config_in_one_line_without_training(tmp_path, capsys):
+    cfg = tmp_path / "config.yaml"
+    assert finetune.main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+    cfg.write_text("lora_rank: 4\n")
+    assert finetune.main(["--config", str(cfg)]) == 2
+    assert "did you mean 'lora_r'" in capsys.readouterr().err
+    cfg.write_text("- a list\n")
+    assert finetune.main(["--config", str(cfg)]) == 2
+    assert "not a mapping" in capsys.readouterr().err
+    cfg.write_text("n_steps: 1\n")
+    assert finetune.main(["--config", str(cfg), "--set", "batch_size"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("profile", ["smoke", "demo", "full"])
 def test_shipped_profiles_make_valid_configs(profile):
     block = dict(load_profile(profile)["04_finetune"])

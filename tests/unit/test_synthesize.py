@@ -219,3 +219,18 @@ def test_type_mix_counts_before_and_after():
     before = [qa("c", "q", "a", t) for t in ("C", "CE", "CE", "CG")]
     mix = {(r["question_type"]): r for r in F.type_mix(before, before[1:3])}
     assert mix["CE"]["n_before"] == 2 and mix["CE"]["share_after"] == 1.0 and mix["C"]["n_after"] == 0
+
+
+def test_every_stage_finds_its_prompt_files_in_one_folder(tmp_path):
+    from paraqa_utils import explicit_merge, judge, prompts
+
+    assert S.prompt_path("cpqa_v1.txt") == prompts.DIR / "cpqa_v1.txt"
+    assert judge.rubric_path("rubric_v1") == prompts.DIR / "rubric_v1.txt"
+    assert explicit_merge.TEMPLATES_FILE.parent == prompts.DIR
+    own = tmp_path / "my_prompt.txt"
+    own.write_text("Ask about the speaker.")
+    assert prompts.path(own) == own  # a user's own file by path
+    with pytest.raises(FileNotFoundError, match=r"'cpqa_v9.txt' not found .*have: .*cpqa_v1.txt"):
+        prompts.path("cpqa_v9.txt")
+    with pytest.raises(ValueError, match="unknown rubric"):
+        judge.rubric_path("rubric_v9")

@@ -4,6 +4,9 @@
     .venv/bin/python bench/gpu_check.py --tiny          # anywhere (CPU too): tiny configs, proves the script runs
     .venv/bin/python bench/gpu_check.py --pipeline      # also run_condition() itself (train + predict) on the device
 
+On a machine without our environment (a lent GPU box with its own torch, no registry): bench/gpu_wheels.sh
+fetches the few wheels to carry and gives the one command to run there.
+
 --pipeline runs the stage's real entry point, finetune.run_condition, with tiny random models on a fake 03
 stage (espeak-ng clips, or tones without espeak-ng): bf16 autocast, LoRA, checkpoint, greedy generation.
 
@@ -12,10 +15,13 @@ step = frozen encoder forward on 30 s of audio per sample (no encoder cache), ad
 the LLM trained in float32 master weights under bf16 autocast, ~100 audio + ~200 text positions per sample,
 loss on the last 50 (answer) positions, AdamW. Batch sizes 1/4/8 by default.
 
-Model FLOPs per step (what MFU counts; no recomputation, the usual 2*N*T per matmul pass):
-  encoder forward 2*N_enc*T_enc + attention 4*L*T^2*d; LLM forward 2*N*T + attention, backward to the
-  inputs another 2*N*T + attention (frozen weights get no weight gradient); LM head only on answer positions;
-  adapter and LoRA 6*N*T. MFU = model FLOPs / (step time * peak bf16 dense FLOP/s of the GPU).
+Model FLOPs per step (what MFU counts: matmuls and convolutions, nothing recomputed, 2 FLOPs per multiply-add):
+  encoder forward 2*N_enc*T_enc (its first convolution runs at the mel rate, 2*T_enc) + attention 4*L*T^2*d;
+  LLM forward 2*N*T + attention; LLM backward to its inputs only (its weights are frozen) 2*N*T + 2x attention
+  (gradients reach Q, K and V); LM head (forward and backward) on the answer positions only; adapter 6*N*T, less
+  its first layer's input gradient, which nothing needs; LoRA 6*N*T.
+  tests/unit/test_gpu_check.py checks this count against torch's FlopCounterMode on the tiny shapes.
+  MFU = model FLOPs / (step time * peak bf16 dense FLOP/s of the GPU).
 Writes gpu_check.json into $OUT (or --json) as well as printing a table.
 """
 from __future__ import annotations
@@ -37,7 +43,7 @@ PEAK_BF16_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 PCIe": 756.5, "H100"
                     "L40S": 362.1, "A10": 125.0}
 
 
-def configs(tiny: bool):
+def configs(tiny: bool, encoder_attn: str = "sdpa"):
     from transformers import Gemma2Config, WhisperConfig
 
     if tiny:
@@ -59,14 +65,16 @@ def configs(tiny: bool):
                            max_position_embeddings=8192, hidden_activation="gelu_pytorch_tanh",
                            pad_token_id=0, bos_token_id=2, eos_token_id=1)
     llm._attn_implementation = "eager"  # what HF recommends for training Gemma-2 (attention soft-capping)
+    enc._attn_implementation = encoder_attn
     return enc, llm
 
 
-def build(tiny: bool, device: torch.device, dtype: torch.dtype, lora_r: int, grad_ckpt: bool):
+def build(tiny: bool, device: torch.device, dtype: torch.dtype, lora_r: int, grad_ckpt: bool,
+          encoder_attn: str = "sdpa"):
     from transformers import Gemma2ForCausalLM, WhisperFeatureExtractor
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-    enc_cfg, llm_cfg = configs(tiny)
+    enc_cfg, llm_cfg = configs(tiny, encoder_attn)
     torch.manual_seed(0)
     torch.set_default_dtype(dtype)  # build the 9B LLM directly in bf16 on the GPU: no 37 GB float32 detour
     with torch.device(device):
@@ -90,16 +98,20 @@ def n_params(module: torch.nn.Module, trainable: bool | None = None) -> int:
 
 def model_flops(model, enc_cfg, llm_cfg, bs: int, t_text: int, n_audio: int, n_answer: int) -> float:
     """Model FLOPs of one training step (see the module docstring)."""
-    t_enc = n_audio * 15
-    n_enc = n_params(model.audio_encoder.encoder) - model.audio_encoder.encoder.embed_positions.weight.numel()
-    enc = 2 * n_enc * t_enc + 4 * enc_cfg.encoder_layers * t_enc ** 2 * enc_cfg.d_model
+    encoder = model.audio_encoder.encoder
+    t_enc = n_audio * model.adapter.stack_k
+    n_enc = n_params(encoder) - encoder.embed_positions.weight.numel()
+    enc = 2 * (n_enc + n_params(encoder.conv1)) * t_enc + 4 * enc_cfg.encoder_layers * t_enc ** 2 * enc_cfg.d_model
     t = t_text + n_audio
     emb = llm_cfg.vocab_size * llm_cfg.hidden_size
     base = n_params(model.llm, trainable=False) - emb  # decoder matmuls (embedding lookup is not a matmul)
     attn = 4 * llm_cfg.num_hidden_layers * t ** 2 * llm_cfg.num_attention_heads * llm_cfg.head_dim
-    llm = 2 * (2 * base * t + attn) + 2 * (2 * emb * n_answer)  # forward + backward-to-inputs; LM head on answers
-    trainable = 6 * n_params(model.adapter) * n_audio + 6 * (n_params(model, True) - n_params(model.adapter)) * t
-    return bs * (enc + llm + trainable)
+    head = 2 * emb * (n_answer + 1)  # logits from the position before the first answer token on
+    llm = (2 * base * t + attn + head) + (2 * base * t + 2 * attn + head)  # forward + backward to the inputs
+    first, second = model.adapter.proj[0], model.adapter.proj[2]
+    adapter = (4 * n_params(first) + 6 * n_params(second)) * n_audio
+    lora = 6 * (n_params(model, True) - n_params(model.adapter)) * t
+    return bs * (enc + llm + adapter + lora)
 
 
 def batch(bs: int, vocab: int, n_audio: int, t_text: int, n_answer: int, device: torch.device):

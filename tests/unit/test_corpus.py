@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from paraqa_utils import corpus, runs, tts
+from paraqa_utils import corpus, corpus_acoustics, runs, tts
 
 needs_tts = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("flite") and shutil.which("sox")),
                                reason="apt packages espeak-ng, flite and sox are needed to synthesise")
@@ -25,6 +25,16 @@ def test_voice_and_sentence_banks_meet_the_issue():
     share = scripts["text_emotion"].value_counts(normalize=True)
     assert share["none"] > 0.5, "most sentences must be emotionally ambiguous in their words"
     assert set(share.index) == {"none", *tts.EMOTIONS} - {"neutral"}
+
+
+def test_preset_valence_centres_pass_the_consistency_filter_with_room_to_spare():
+    from paraqa_utils import condense
+
+    for emo, p in tts.PRESETS.items():
+        valence = p["vad"][0]
+        assert condense.is_consistent(emo, valence), emo
+        # a centre on a band edge would lose half of that emotion's windows to the filter by construction
+        assert all(condense.is_consistent(emo, valence + d) for d in (-0.04, 0.04)), emo
 
 
 def test_presets_cover_every_emotion_with_vad_in_range():
@@ -105,10 +115,10 @@ def test_separability_tracks_how_informative_the_features_are():
             rows.append(dict(split=split, emotion=emo, f0_median_hz=100 * 1.3 ** i, f0_spread_st=i, rate_wps=3 + i,
                              rms_db=-30 + 2 * i, rms_sd_db=rng.normal()))
     clean = pd.DataFrame(rows)
-    assert corpus.separability(clean)["separability_accuracy"] > 0.95
+    assert corpus_acoustics.separability(clean)["separability_accuracy"] > 0.95
     noise = clean.assign(**{c: rng.normal(size=len(clean)) ** 2 + 1 for c in
                             ("f0_median_hz", "f0_spread_st", "rate_wps", "rms_db")})
-    assert corpus.separability(noise)["separability_accuracy"] < 0.35
+    assert corpus_acoustics.separability(noise)["separability_accuracy"] < 0.35
 
 
 def test_write_manifest_fails_only_past_the_reject_threshold(tmp_path):

@@ -87,10 +87,27 @@ def retry_after_s(exc: Exception) -> float | None:
     return None
 
 
+def _dropped_connection(exc: BaseException) -> bool:
+    """A refused, reset or closed connection somewhere in the cause chain (not a timeout). openai's aiohttp
+    transport reports a connection the server closed as a connect *timeout*; its cause tells the truth."""
+    try:
+        from aiohttp import ClientConnectionError
+    except ImportError:
+        ClientConnectionError = ConnectionError  # noqa: N806
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, (ConnectionError, ClientConnectionError)) and not isinstance(seen, TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def error_kind(exc: Exception) -> tuple[str, bool]:
     """(kind, retryable) for a failed HTTP call."""
     if isinstance(exc, (asyncio.TimeoutError, openai.APITimeoutError)):
-        return "timeout", True
+        return ("connection" if _dropped_connection(exc) else "timeout"), True
     if isinstance(exc, openai.APIConnectionError):
         return "connection", True
     if isinstance(exc, openai.APIStatusError):

@@ -80,6 +80,20 @@ def test_5xx_hung_and_dropped_connections_are_retried(tmp_path):
         assert c.ledger.retries == 4 and c.ledger.failures == 0
 
 
+def test_without_aiohttp_the_httpx2_transport_classifies_faults_alike(tmp_path, monkeypatch):
+    def missing(**_):
+        raise RuntimeError("To use the aiohttp client you must have installed the package with the `aiohttp` extra")
+
+    monkeypatch.setattr(llm.openai, "DefaultAioHttpClient", missing)
+    assert llm._Target("http://127.0.0.1:9/v1", "k", 1.0, 1, "none").transport == "httpx2"
+    faults = {"q0": ["500"], "q1": ["hang"], "q2": ["close"]}
+    with FakeLLMServer(faults=faults, max_lifetime_s=30) as srv:
+        c = client(srv.base_url, tmp_path, timeout_s=0.5)
+        res = c.complete(reqs(3))
+        assert all(r.ok for r in res) and [r.attempts for r in res] == [2, 2, 2]
+        assert c.ledger.errors == {"http_500": 1, "timeout": 1, "connection": 1}
+
+
 def test_final_failure_is_recorded_not_raised_and_retried_on_resume(tmp_path):
     with FakeLLMServer(faults={"q1": ["500"] * 9, "q2": ["400"]}, max_lifetime_s=30) as srv:
         c = client(srv.base_url, tmp_path, max_retries=2)

@@ -200,15 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     try:
-        data = yaml.safe_load(Path(args.config).read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{args.config} holds a {type(data).__name__}, not a mapping of config keys")
-        for item in args.set:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-            data[key] = yaml.safe_load(value)
-        cfg = FinetuneConfig.from_dict(data)
+        cfg = load_config(args.config, args.set)
     except (OSError, yaml.YAMLError, ConfigError) as exc:
         print(f"paraqa_utils.finetune: {exc}", file=sys.stderr)
         return 2

@@ -5,7 +5,7 @@ import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from paraqa_utils import training
 
@@ -108,10 +108,19 @@ class FinetuneConfig:
         return dataclasses.asdict(self)
 
 
-def load_config(path: str | Path) -> FinetuneConfig:
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> FinetuneConfig:
+    """A saved config.yaml, with `KEY=VALUE` overrides (values parsed as YAML); ConfigError names what is wrong."""
     import yaml
 
-    return FinetuneConfig.from_dict(yaml.safe_load(Path(path).read_text()) or {})
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} holds a {type(data).__name__}, not a mapping of config keys")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        data[key] = yaml.safe_load(value)
+    return FinetuneConfig.from_dict(data)
 
 
 def save_config(cfg: FinetuneConfig, path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from paraqa_utils import explicit_merge as em
-from paraqa_utils import runs
+from paraqa_utils import exports, runs
 
 TASKS = ("asr", "emotion", "gender", "pqa_star", "cpqa")
 TEST_SETS = ("cpqa_ref", "cpqa_llm", "emotion", "gender")
@@ -112,6 +112,18 @@ def test_items(clips: dict, anns: dict, qa_by_clip: dict[str, list[dict]], ref_b
                                         "question_type": q.get("question_type"), "question": q["question"],
                                         "reference": q["answer"], "label": None})
     return out
+
+
+def human_test_set(path: str | Path, audio_root: str | Path | None, anns: dict, mode: str, bins: dict,
+                   include_gender: bool) -> tuple[list[dict], dict[str, int]]:
+    """A human-written QA set (exports.load_human_qa) with explicit blocks from 01's annotation of its clips;
+    says how many items get none (their clips were not annotated)."""
+    items = exports.load_human_qa(path, audio_root)
+    counts = attach_explicit_blocks(items, anns, mode, bins, include_gender)
+    if counts["without_explicit_block"]:
+        print(f"cpqa_human: {counts['without_explicit_block']} of {counts['items']} items are on clips 01 did not "
+              "annotate, so explicit conditions see no labels for them; put those clips in the corpus's test split")
+    return items, counts
 
 
 def attach_explicit_blocks(items: list[dict], anns: dict, mode: str, bins: dict, include_gender: bool) -> dict[str, int]:

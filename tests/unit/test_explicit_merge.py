@@ -125,6 +125,20 @@ def test_conditions_tests_and_guards(run):
         paths, {**tests, "cpqa_human": on_train}, clips, anns, "numbers", bins, True, words)["problems"])
 
 
+def test_a_human_set_gets_blocks_for_annotated_clips_and_says_how_many_lack_one(run, tmp_path, capsys):
+    st = runs.Stage(run, "03_explicit_merge")
+    _, anns, _, _ = mixtures.load_inputs(st)
+    bins = em.label_bins(anns.values())
+    human = tmp_path / "human.jsonl"
+    runs.write_jsonl(human, [{"clip_id": "c12", "audio_path": "c12.wav", "question": "Why?", "answer": "Tired."},
+                             {"audio_path": "elsewhere/x7.wav", "question": "How?", "answer": "Fast."}])
+    items, counts = mixtures.human_test_set(human, tmp_path, anns, "numbers", bins, True)
+    assert counts == {"items": 2, "with_explicit_block": 1, "without_explicit_block": 1}
+    assert items[0]["explicit_block"] == em.verbalise(anns["c12"]["segments"], "numbers", bins, True)
+    assert items[1]["clip_id"] == "x7" and items[1]["explicit_block"] is None
+    assert "1 of 2 items are on clips 01 did not annotate" in capsys.readouterr().out
+
+
 def test_empty_condition_and_duplicates_are_errors(run):
     st = runs.Stage(run, "03_explicit_merge")
     clips, anns, qa_by_clip, _ = mixtures.load_inputs(st)

@@ -21,7 +21,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from paraqa_utils import annotate, asr, assets, features, pipeline, runs, segment  # noqa: E402
+from paraqa_utils import audio
+from paraqa_utils import annotate, assets, pipeline, runs
+from paraqa_utils.annotate import asr
+from paraqa_utils.annotate import features
+from paraqa_utils.annotate import vad  # noqa: E402
 
 
 def cpu_s() -> float:
@@ -58,24 +62,24 @@ def run_stage(run: Path) -> tuple[float, float]:
 def sample_backends(run: Path, n: int) -> None:
     stage = runs.Stage(run, "01_annotate")
     clips = [c for c in annotate.load_clips(stage) if c["split"] == "test"][:n]
-    audios = [segment.load_audio(c["audio_file"]) for c in clips]
-    audio_s = sum(len(a) for a in audios) / segment.SAMPLE_RATE_HZ
+    audios = [audio.load_audio(c["audio_file"]) for c in clips]
+    audio_s = sum(len(a) for a in audios) / audio.SAMPLE_RATE_HZ
     print(f"\nsingle backends on {len(clips)} test clips ({audio_s:.1f} s of audio), one process, after a warm-up "
           "call each (imports and session start-up excluded):")
     model, _ = asr.load_faster_whisper("", n_workers=1, cpu_threads=2)
     onnx = str(assets.silero_vad_onnx())
-    warm = audios[0][: segment.SAMPLE_RATE_HZ]
+    warm = audios[0][: audio.SAMPLE_RATE_HZ]
     asr.transcribe_faster_whisper(model, [warm])
-    features.clip_features(["egemaps", "whisper"], warm, segment.make_windows([(0.0, 1.0)], 1.0), model)
-    segment.speech_regions(warm, onnx)
+    features.clip_features(["egemaps", "whisper"], warm, vad.make_windows([(0.0, 1.0)], 1.0), model)
+    vad.speech_regions(warm, onnx)
     r, _ = timed(lambda: [asr.transcribe_faster_whisper(model, [a]) for a in audios], audio_s)
     print(f"  faster-whisper, one clip per call     RTF {r}")
-    packs = asr.plan_packs([len(a) / segment.SAMPLE_RATE_HZ for a in audios], 28.0, 1.0)
+    packs = asr.plan_packs([len(a) / audio.SAMPLE_RATE_HZ for a in audios], 28.0, 1.0)
     r, _ = timed(lambda: [asr.transcribe_faster_whisper(model, [audios[i] for i in p]) for p in packs], audio_s)
     print(f"  faster-whisper, packed ({len(packs)} calls)       RTF {r}")
-    r, regions = timed(lambda: [segment.speech_regions(a, onnx) for a in audios], audio_s)
+    r, regions = timed(lambda: [vad.speech_regions(a, onnx) for a in audios], audio_s)
     print(f"  silero VAD                             RTF {r}")
-    wins = [segment.make_windows(reg, len(a) / segment.SAMPLE_RATE_HZ) for reg, a in zip(regions, audios)]
+    wins = [vad.make_windows(reg, len(a) / audio.SAMPLE_RATE_HZ) for reg, a in zip(regions, audios)]
     r, _ = timed(lambda: [features.clip_features(["egemaps"], a, w) for a, w in zip(audios, wins)], audio_s)
     print(f"  eGeMAPS descriptors + window stats     RTF {r}")
     r, _ = timed(lambda: [features.clip_features(["whisper"], a, w, model) for a, w in zip(audios, wins)], audio_s)
@@ -84,7 +88,7 @@ def sample_backends(run: Path, n: int) -> None:
         pipe, _ = asr.load_transformers_asr("", cpu_threads=2)
         asr.transcribe_transformers(pipe, warm)
         r, _ = timed(lambda: [asr.transcribe_transformers(pipe, a) for a in audios[:2]],
-                     sum(len(a) for a in audios[:2]) / segment.SAMPLE_RATE_HZ)
+                     sum(len(a) for a in audios[:2]) / audio.SAMPLE_RATE_HZ)
         print(f"  transformers Whisper (2 clips)         RTF {r}")
     except Exception as exc:  # the converted folder comes from paraqa_utils.convert
         print(f"  transformers Whisper                   not measured ({type(exc).__name__}: {exc})")

@@ -30,15 +30,17 @@ def _child(part: str, run: Path, threads: int) -> dict:
 
     import torch
 
-    from paraqa_utils import finetune, finetune_stage, runs, speech_data
-    from paraqa_utils.finetune import FinetuneConfig
+    from paraqa_utils import finetune, runs
+    from paraqa_utils.finetune import plan as finetune_stage
+    from paraqa_utils.finetune import speech_data
+    from paraqa_utils.finetune.config import make_config
     from paraqa_utils.params import load_profile
 
     torch.set_num_threads(threads)
     d = run / "03_explicit_merge"
     out: dict = {}
     if part in ("rates", "lora"):
-        cfg = FinetuneConfig(condition="baseline", train_file=str(d / "train_baseline.jsonl"), run_dir=str(run),
+        cfg = make_config(condition="baseline", train_file=str(d / "train_baseline.jsonl"), run_dir=str(run),
                              out_dir=str(run / "bench_cache_on"), n_steps=6, batch_size=4, resume=False,
                              progress=False, torch_threads=threads,
                              train_mode="adapter" if part == "rates" else "adapter+lora",
@@ -58,7 +60,7 @@ def _child(part: str, run: Path, threads: int) -> dict:
         import numpy as np  # what padding every clip to Whisper's 30 s window would cost instead
 
         t0 = time.perf_counter()
-        model.audio_encoder.encode_many([np.zeros(30 * speech_data.SAMPLE_RATE_HZ, np.float32)] * 4)
+        model.audio_encoder.encode_many([np.zeros(30 * 16000, np.float32)] * 4)
         out["encoder_s_per_30s_window"] = (time.perf_counter() - t0) / 4
         cache = speech_data.EncoderCache(model.audio_encoder, Path(cfg.out_dir) / "_cache" / "encoder")
         cache.get(clips)  # warm: every training clip once, on disk for run_condition
@@ -103,7 +105,7 @@ def main() -> None:
         print(json.dumps(_child(args.child, Path(args.run), args.threads)))
         return
     from paraqa_utils import assets
-    from paraqa_utils.fake_merge import make_fake_merge
+    from paraqa_utils.testing.fake_stages import make_fake_merge
 
     assets.resolve_model("whisper", "")  # convert once before timing anything
     assets.resolve_model("llm", "")

@@ -17,7 +17,9 @@ import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from paraqa_utils import exports, mixtures, runs  # noqa: E402
+from paraqa_utils import runs
+from paraqa_utils.explicit_merge import exports
+from paraqa_utils.explicit_merge import mixtures  # noqa: E402
 
 
 def fake_upstream(run_dir: Path, n_clips: int) -> None:

@@ -36,8 +36,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from paraqa_utils import speech_llm  # noqa: E402
-from paraqa_utils.speech_data import Encoded, collate  # noqa: E402
+from paraqa_utils.finetune import speech_llm  # noqa: E402
+from paraqa_utils.finetune.speech_data import Encoded, collate  # noqa: E402
 
 PEAK_BF16_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 PCIe": 756.5, "H100": 989.4, "A100": 312.0,
                     "L40S": 362.1, "A10": 125.0}
@@ -133,16 +133,17 @@ def pipeline_check(device: torch.device, out_dir: Path) -> dict:
     import tempfile
 
     from paraqa_utils import finetune
-    from paraqa_utils.fake_merge import make_fake_merge
-    from paraqa_utils.tiny_models import TINY
+    from paraqa_utils.testing.fake_stages import make_fake_merge
+    from paraqa_utils.testing.tiny_models import save_tiny_models
 
     run = Path(tempfile.mkdtemp(prefix="gpu_check_run_"))
+    whisper_dir, llm_dir = (str(p) for p in save_tiny_models(run / "tiny_models"))
     make_fake_merge(run, n_train_clips=4, n_test_clips=2, tts=shutil.which("espeak-ng") is not None)
     d = run / "03_explicit_merge"
-    cfg = finetune.FinetuneConfig(
+    cfg = finetune.make_config(
         condition="implicit_explicit", train_file=str(d / "train_implicit_explicit.jsonl"), explicit=True,
         test_files={s: str(d / f"test_{s}.jsonl") for s in ("cpqa_ref", "emotion")}, run_dir=str(run),
-        out_dir=str(out_dir), whisper_model=TINY, llm_model=TINY, train_mode="adapter+lora", n_steps=4, batch_size=2,
+        out_dir=str(out_dir), whisper_model=whisper_dir, llm_model=llm_dir, train_mode="adapter+lora", n_steps=4, batch_size=2,
         grad_accum=2, max_new_tokens=4, device=device.type, save_every_steps=2, progress=False)
     s = finetune.run_condition(cfg)
     ok = s["steps"] == 4 and s["final_loss"] is not None and s["n_predictions"] == 6

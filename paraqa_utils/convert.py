@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import os
 import re
-import shutil
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import torch
+
+from paraqa_utils.runs import atomic_dir
 
 if TYPE_CHECKING:  # transformers is imported lazily: it takes seconds to import
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, WhisperTokenizerFast
@@ -34,34 +32,6 @@ class Ct2Model:
     spec_revision: int
     variables: dict[str, torch.Tensor] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
-
-
-@contextlib.contextmanager
-def _atomic_dir(out_dir: Path) -> Iterator[Path]:
-    """Yield a sibling temp folder that replaces ``out_dir`` only if the block succeeds."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # A sibling (same filesystem) so the final rename is atomic; readers never see a half-written model.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o755)  # mkdtemp creates 0700
-        old = None
-        if out_dir.exists():
-            # rename(2) cannot replace a non-empty directory: move the old one aside first.
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.rename(out_dir, old)  # replaces the empty placeholder
-        try:
-            os.rename(tmp, out_dir)
-        except BaseException:
-            if old is not None:
-                os.rename(old, out_dir)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def read_ct2_model(path: Path) -> Ct2Model:
@@ -265,7 +235,7 @@ def convert_whisper_ct2_to_hf(ct2_dir: Path, out_dir: Path) -> Path:
         model.tie_weights()
     model.generation_config = gen
 
-    with _atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         feature_extractor = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
         # Written on its own too: transformers 5's processor file nests it, older readers expect this name.
@@ -309,7 +279,7 @@ def convert_gguf_to_hf(gguf_path: Path, out_dir: Path, dtype: str = "bfloat16") 
     model.generation_config = copy.deepcopy(gguf_model.generation_config)
     del gguf_model  # frees the float32 copy (~0.5 GB) before writing, unless the caller holds it
 
-    with _atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)  # carries the chat template read from the GGUF metadata
     return Path(out_dir)

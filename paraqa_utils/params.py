@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import dataclasses
 import difflib
 import json
 from pathlib import Path
@@ -172,3 +173,57 @@ def resolve(name_or_path: str | Path, overrides: list[str] | None = None,
     profile = apply_overrides(load_profile(name_or_path), overrides or [])
     validate(profile, all_notebook_parameters(notebooks_dir))
     return profile
+
+
+# --- stage configs built from a notebook's parameters (one default per knob) ----------------------------------
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "dict": dict, "list": list}
+
+
+def knob_fields(cls: type) -> list[str]:
+    """A config dataclass's knobs: init fields without a default. Their only default is the notebook's."""
+    return [f.name for f in dataclasses.fields(cls) if f.init and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING]  # type: ignore[misc]
+
+
+def check_types(cfg: Any) -> list[str]:
+    """Fields whose value does not have the annotated type (an int passes for a float, a bool never for an int)."""
+    problems = []
+    for f in dataclasses.fields(cfg):
+        want = _TYPES.get(str(f.type).split("[")[0].split("|")[0].strip())
+        value = getattr(cfg, f.name)
+        if want is None:
+            continue
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool) if want is float
+              else isinstance(value, int) and not isinstance(value, bool) if want is int else isinstance(value, want))
+        if not ok:
+            problems.append(f"{f.name}={value!r}: expected {want.__name__}")
+    return problems
+
+
+def stage_config(cls: type, stage: str, values: dict[str, Any] | None = None, strict: bool = False,
+                 notebooks_dir: Path = NOTEBOOKS_DIR, **fixed: Any) -> Any:
+    """Build `cls` for one stage: each knob from `values` (a notebook's globals, a config file), else from the
+    stage notebook's parameters cell, the one place its default lives; `fixed` sets the non-knob fields.
+
+    A knob that the notebook does not declare is an error naming it; with `strict`, so is a key of `values`
+    that is no field (a config file's typo), with the closest field name.
+    """
+    stage = stage_name(stage)
+    defaults = notebook_parameters(notebook_path(stage, notebooks_dir))
+    knobs = knob_fields(cls)
+    undeclared = [k for k in knobs if k not in defaults]
+    if undeclared:
+        raise ParamsError(f"{cls.__name__} field(s) {undeclared} are not parameters of {stage}.ipynb: "
+                          "declare each in its parameters cell (the one place a default lives)")
+    values = dict(values or {})
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    if strict:
+        unknown = [k for k in values if k not in names]
+        if unknown:
+            hints = [f"'{k}'" + (f" (did you mean '{m[0]}'?)" if (m := difflib.get_close_matches(k, names, 1)) else "")
+                     for k in unknown]
+            raise ParamsError(f"unknown {cls.__name__} key(s): {', '.join(hints)}")
+    chosen = {k: values.get(k, defaults[k]) for k in knobs}
+    chosen.update({k: v for k, v in values.items() if k in names and k not in knobs})
+    chosen.update(fixed)
+    return cls(**chosen)

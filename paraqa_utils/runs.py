@@ -1,17 +1,20 @@
 """Run directories: creation (never overwritten), hashing, stage bookkeeping and hash-checked upstream reads."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from paraqa_utils.params import stage_config
 from paraqa_utils.stages import REPO_ROOT, STAGES, stage_name
 
 STAGE_FILE = "stage.json"
@@ -122,6 +125,34 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def atomic_dir(out_dir: Path) -> Iterator[Path]:
+    """Yield a sibling temp folder that replaces ``out_dir`` only if the block succeeds."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # A sibling (same filesystem) so the final rename is atomic; readers never see a half-written model.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp creates 0700
+        old = None
+        if out_dir.exists():
+            # rename(2) cannot replace a non-empty directory: move the old one aside first.
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            os.rename(out_dir, old)  # replaces the empty placeholder
+        try:
+            os.rename(tmp, out_dir)
+        except BaseException:
+            if old is not None:
+                os.rename(old, out_dir)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
@@ -220,6 +251,10 @@ class Stage:
                                 f"now {actual}; rerun {upstream}")
         self.record["inputs"][relpath] = actual
         return path
+
+    def config(self, cls: type, namespace: dict[str, Any], **fixed: Any) -> Any:
+        """This stage's `cls` built from the notebook's own parameters (pass `globals()`); see params.stage_config."""
+        return stage_config(cls, self.name, namespace, **fixed)
 
     def upstream_metrics(self, upstream: str) -> dict[str, Any]:
         return read_json(self.input(f"{stage_name(upstream)}/{METRICS_FILE}"))

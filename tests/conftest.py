@@ -67,3 +67,12 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory) -> tuple[str, str]:
+    """(whisper_dir, llm_dir): tiny random models saved as ordinary checkpoint folders, loaded via from_pretrained."""
+    from paraqa_utils.testing.tiny_models import save_tiny_models
+
+    whisper_dir, llm_dir = save_tiny_models(tmp_path_factory.mktemp("tiny_models"))
+    return str(whisper_dir), str(llm_dir)

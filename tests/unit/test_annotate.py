@@ -5,44 +5,49 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from paraqa_utils import annotate, asr, condense, recognisers, segment
-from paraqa_utils.annotate_metrics import categorical_scores, ccc
+from paraqa_utils import audio
+from paraqa_utils import annotate
+from paraqa_utils.annotate import asr
+from paraqa_utils.annotate import condense
+from paraqa_utils.annotate import recognisers
+from paraqa_utils.annotate import vad
+from paraqa_utils.annotate.quality import categorical_scores, ccc
 
 
 def test_windows_follow_the_paper_2s_with_1s_context():
-    wins = segment.make_windows([(0.5, 5.5), (7.0, 7.8)], duration_s=8.0, window_s=2.0, context_s=1.0)
+    wins = vad.make_windows([(0.5, 5.5), (7.0, 7.8)], duration_s=8.0, window_s=2.0, context_s=1.0)
     # 5 s region -> round(2.5) = 2 equal windows of 2.5 s; 0.8 s region -> one window
     assert [(w.start_s, w.end_s) for w in wins] == [(0.5, 3.0), (3.0, 5.5), (7.0, 7.8)]
     assert (wins[0].ctx_start_s, wins[0].ctx_end_s) == (0.0, 4.0)  # context clipped at the clip start
     assert (wins[2].ctx_start_s, wins[2].ctx_end_s) == (6.0, 8.0)  # ... and at its end
     assert [w.region for w in wins] == [0, 0, 1]
     with pytest.raises(ValueError):
-        segment.make_windows([(0, 1)], 1.0, window_s=0)
+        vad.make_windows([(0, 1)], 1.0, window_s=0)
 
 
 def test_best_overlap_picks_the_most_overlapping_span():
     spans = [{"start_s": 0.0, "end_s": 2.0}, {"start_s": 2.0, "end_s": 6.0}, {"start_s": None, "end_s": None}]
-    assert segment.best_overlap(1.5, 3.0, spans) == 1
-    assert segment.best_overlap(0.0, 1.0, spans) == 0
-    assert segment.best_overlap(7.0, 8.0, spans) is None
+    assert vad.best_overlap(1.5, 3.0, spans) == 1
+    assert vad.best_overlap(0.0, 1.0, spans) == 0
+    assert vad.best_overlap(7.0, 8.0, spans) is None
 
 
 def test_load_audio_rejects_what_it_cannot_trust(tmp_path):
-    with pytest.raises(segment.AudioError, match="missing"):
-        segment.load_audio(tmp_path / "nope.wav")
+    with pytest.raises(audio.AudioError, match="missing"):
+        audio.load_audio(tmp_path / "nope.wav")
     (tmp_path / "bad.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" + bytes(40))
-    with pytest.raises(segment.AudioError, match="unreadable"):
-        segment.load_audio(tmp_path / "bad.wav")
+    with pytest.raises(audio.AudioError, match="unreadable"):
+        audio.load_audio(tmp_path / "bad.wav")
     x = np.zeros(800, np.float32)
     x[10] = np.nan
     sf.write(tmp_path / "nan.wav", x, 16000, subtype="FLOAT")
-    with pytest.raises(segment.AudioError, match="NaN"):
-        segment.load_audio(tmp_path / "nan.wav")
+    with pytest.raises(audio.AudioError, match="NaN"):
+        audio.load_audio(tmp_path / "nan.wav")
     t = np.arange(8000) / 8000
     sf.write(tmp_path / "st8k.wav", np.stack([np.sin(2 * np.pi * 200 * t)] * 2, 1) * 0.5, 8000)
-    y = segment.load_audio(tmp_path / "st8k.wav")
+    y = audio.load_audio(tmp_path / "st8k.wav")
     assert y.ndim == 1 and abs(len(y) - 16000) <= 1 and 0.3 < np.abs(y).max() <= 1.0
-    assert segment.rms_dbfs(np.zeros(10, np.float32)) == float("-inf")
+    assert audio.rms_dbfs(np.zeros(10, np.float32)) == float("-inf")
 
 
 def test_packs_fit_and_cover_every_clip_once():
@@ -119,7 +124,7 @@ def _record():
              "gender": "female", "kept": False}]
     words = [{"w": "The", "start_s": 0.1, "end_s": 0.3}, {"w": "meeting", "start_s": 0.3, "end_s": 0.8},
              {"w": "moved.", "start_s": 2.5, "end_s": 3.0}, {"w": "Sadly.", "start_s": 4.5, "end_s": 5.0}]
-    annotate._assign_words(words, segs)
+    annotate.records.assign_words(words, segs)
     return {"segments": segs, "words": words}
 
 
@@ -195,7 +200,7 @@ def test_training_windows_get_out_of_fold_labels():
 
 
 def test_reject_summary_groups_reasons_without_their_numbers():
-    from paraqa_utils.annotate_metrics import reject_summary
+    from paraqa_utils.annotate.quality import reject_summary
 
     rejects = [{"level": "window", "reason": "inconsistent: sad with positive valence 0.62"},
                {"level": "window", "reason": "inconsistent: sad with positive valence 0.7"},

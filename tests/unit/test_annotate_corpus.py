@@ -104,8 +104,8 @@ def make_fake_corpus(run_dir: Path, n_per_split: dict[str, int] | None = None,
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 def test_fake_corpus_is_a_finished_stage_with_distinct_prosody(tmp_path):
-    from paraqa_utils.features import egemaps_llds
-    from paraqa_utils.segment import load_audio
+    from paraqa_utils.annotate.features import egemaps_llds
+    from paraqa_utils.audio import load_audio
 
     clips = make_fake_corpus(tmp_path, {"train": 2}, emotions=("sad", "fearful"), bad_clips=False,
                              mixed_clip=False)

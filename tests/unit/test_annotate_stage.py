@@ -7,7 +7,14 @@ import numpy as np
 import papermill as pm
 import pytest
 
-from paraqa_utils import annotate, annotate_work, asr, features, recognisers, runs, segment
+from paraqa_utils import audio
+from paraqa_utils import text
+from paraqa_utils import annotate, runs
+from paraqa_utils.annotate import steps
+from paraqa_utils.annotate import asr
+from paraqa_utils.annotate import features
+from paraqa_utils.annotate import recognisers
+from paraqa_utils.annotate import vad as segment
 from paraqa_utils.stages import KERNEL_NAME, REPO_ROOT
 from tests.unit.test_annotate_corpus import make_fake_corpus
 
@@ -50,12 +57,12 @@ def test_notebook_writes_the_contract(run):
         assert set(r["backends"]) >= {"asr", "emotion", "gender", "vad"}
         for s in r["segments"]:
             assert SEGMENT <= set(s) and 0 <= s["start_s"] < s["end_s"] <= r["duration_s"] + 1e-6
-            assert s["emotion"] in recognisers.EMOTIONS and 0 < s["emotion_conf"] <= 1
+            assert s["emotion"] in text.EMOTIONS and 0 < s["emotion_conf"] <= 1
             assert all(0 <= s[d] <= 1 for d in ("valence", "arousal", "dominance"))
         for w in r["words"]:
             assert 0 <= w["start_s"] <= w["end_s"] <= r["duration_s"] + 1e-6
         if r["kept"]:
-            assert r["drop_reason"] is None and r["dominant_emotion"] in recognisers.EMOTIONS
+            assert r["drop_reason"] is None and r["dominant_emotion"] in text.EMOTIONS
             assert all(line.match(x) for x in r["annotated_transcript"].splitlines()), r["annotated_transcript"]
         else:
             assert r["drop_reason"]
@@ -175,7 +182,7 @@ def test_hf_checkpoints_plug_in_vote_and_fail_loudly(run, tmp_path):
     final = labels["emotion"]["final"][0]
     ac, gt = labels["emotion"]["members"]["acoustic"][0], labels["emotion"]["members"]["labels"][0]
     assert all(f == a for f, a, g in zip(final, ac, gt) if a == g)  # two of three agree: they win the vote
-    excerpts = [segment.load_audio(clips[0]["audio_file"])[:16000], np.zeros(800, np.float32)]
+    excerpts = [audio.load_audio(clips[0]["audio_file"])[:16000], np.zeros(800, np.float32)]
     genders, gender_conf = recognisers.HfAudioModel(gen, "gender").predict(excerpts)
     assert set(genders) <= {"female", "male"} and all(0.5 <= x <= 1 for x in gender_conf)  # 2 classes
     assert all(len(v) == 3 and all(0 <= x <= 1 for x in v) for v in labels["dimensional"]["final"][0])
@@ -203,7 +210,7 @@ def test_acoustic_needs_train_labels(run):
     prep = annotate.prepare(stage, clips, c)
     with pytest.raises(recognisers.RecogniserError, match="train split"):
         annotate.label_windows(stage, clips, prep, c)
-    assert annotate_work.feature_kinds(cfg(emotion_backends="acoustic:whisper,labels")) == ["egemaps", "whisper"]
+    assert steps.feature_kinds(cfg(emotion_backends="acoustic:whisper,labels")) == ["egemaps", "whisper"]
 
 
 def test_transformers_transcript_parsing():

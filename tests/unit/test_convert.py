@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from paraqa_utils import convert
+from paraqa_utils import convert, runs
 
 SENTENCE = "the quick brown fox jumps over the lazy dog"
 WHISPER_BIN_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
@@ -100,14 +100,14 @@ def test_ct2_reader_rejects_unknown_dtype_and_garbage(tmp_path):
 
 def test_atomic_dir_keeps_previous_folder_on_failure(tmp_path):
     out = tmp_path / "model"
-    with convert._atomic_dir(out) as tmp:
+    with runs.atomic_dir(out) as tmp:
         (tmp / "a.txt").write_text("first")
     with pytest.raises(RuntimeError):
-        with convert._atomic_dir(out) as tmp:
+        with runs.atomic_dir(out) as tmp:
             (tmp / "a.txt").write_text("half")
             raise RuntimeError("boom")
     assert (out / "a.txt").read_text() == "first"
-    with convert._atomic_dir(out) as tmp:
+    with runs.atomic_dir(out) as tmp:
         (tmp / "b.txt").write_text("second")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temp or old siblings left
     assert sorted(p.name for p in out.iterdir()) == ["b.txt"]

@@ -7,7 +7,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from paraqa_utils import corpus, corpus_acoustics, runs, tts
+from paraqa_utils import audio
+from paraqa_utils import corpus, runs
+from paraqa_utils.corpus import acoustics
+from paraqa_utils.corpus import tts
 
 needs_tts = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("flite") and shutil.which("sox")),
                                reason="apt packages espeak-ng, flite and sox are needed to synthesise")
@@ -28,7 +31,7 @@ def test_voice_and_sentence_banks_meet_the_issue():
 
 
 def test_preset_valence_centres_pass_the_consistency_filter_with_room_to_spare():
-    from paraqa_utils import condense
+    from paraqa_utils.annotate import condense
 
     for emo, p in tts.PRESETS.items():
         valence = p["vad"][0]
@@ -50,10 +53,10 @@ def test_presets_cover_every_emotion_with_vad_in_range():
 
 
 def test_plan_is_deterministic_and_respects_splits_and_labels():
-    cfg = corpus.SynthConfig(n_clips=60, seed=3)
+    cfg = corpus.CorpusConfig(n_clips=60, seed=3)
     plans = corpus.plan_corpus(cfg)
     assert plans == corpus.plan_corpus(cfg)
-    assert plans != corpus.plan_corpus(corpus.SynthConfig(n_clips=60, seed=4))
+    assert plans != corpus.plan_corpus(corpus.CorpusConfig(n_clips=60, seed=4))
     voices = {v.voice_id: v for v in tts.load_voices()}
     sent_split = corpus.split_scripts(corpus.load_scripts(), 3, cfg.dev_share, cfg.test_share)
     assert {p["split"] for p in plans} == set(corpus.SPLITS)
@@ -72,7 +75,7 @@ def test_plan_is_deterministic_and_respects_splits_and_labels():
 
 
 def test_split_check_passes_clean_plans_and_catches_leaks():
-    plans = corpus.plan_corpus(corpus.SynthConfig(n_clips=30))
+    plans = corpus.plan_corpus(corpus.CorpusConfig(n_clips=30))
     clips = [dict(clip_id=p["clip_id"], split=p["split"], segments=[dict(speaker=u["voice_id"], text=u["text"])
                                                                     for u in p["utterances"]]) for p in plans]
     assert corpus.check_splits(clips, strict=True) == dict(speakers_disjoint=True, texts_disjoint=True,
@@ -90,7 +93,7 @@ def test_split_check_passes_clean_plans_and_catches_leaks():
                                  dict(congruent_share=0.7, incongruent_share=0.5), dict(dev_share=0.5, test_share=0.5)])
 def test_config_rejects_impossible_settings(bad):
     with pytest.raises(corpus.CorpusError, match="invalid corpus settings"):
-        corpus.SynthConfig(**bad)
+        corpus.CorpusConfig(**bad)
 
 
 def test_acoustic_stats_measure_a_known_signal():
@@ -115,10 +118,10 @@ def test_separability_tracks_how_informative_the_features_are():
             rows.append(dict(split=split, emotion=emo, f0_median_hz=100 * 1.3 ** i, f0_spread_st=i, rate_wps=3 + i,
                              rms_db=-30 + 2 * i, rms_sd_db=rng.normal()))
     clean = pd.DataFrame(rows)
-    assert corpus_acoustics.separability(clean)["separability_accuracy"] > 0.95
+    assert acoustics.separability(clean)["separability_accuracy"] > 0.95
     noise = clean.assign(**{c: rng.normal(size=len(clean)) ** 2 + 1 for c in
                             ("f0_median_hz", "f0_spread_st", "rate_wps", "rms_db")})
-    assert corpus_acoustics.separability(noise)["separability_accuracy"] < 0.35
+    assert acoustics.separability(noise)["separability_accuracy"] < 0.35
 
 
 def test_write_manifest_fails_only_past_the_reject_threshold(tmp_path):
@@ -134,7 +137,7 @@ def test_write_manifest_fails_only_past_the_reject_threshold(tmp_path):
 def test_missing_engine_is_a_clear_error_naming_the_apt_package(monkeypatch, tmp_path):
     monkeypatch.setattr(tts.shutil, "which", lambda name: None if name == "flite" else "/usr/bin/" + name)
     with pytest.raises(tts.TTSEngineMissing, match=r"apt-get install -y flite"):
-        corpus.build_synthetic(tmp_path, corpus.SynthConfig(n_clips=3, n_workers=1), progress=False)
+        corpus.build_synthetic(tmp_path, corpus.CorpusConfig(n_clips=3, n_workers=1), progress=False)
     assert not (tmp_path / "audio").exists(), "nothing may be synthesised before the engine check"
 
 
@@ -157,12 +160,12 @@ def test_presets_are_audible_in_the_audio():
 
 @needs_tts
 def test_render_writes_16k_clips_with_consistent_segments_deterministically(tmp_path):
-    cfg = corpus.SynthConfig(n_clips=3, n_workers=2, max_utterances_per_clip=3, max_clip_s=6.0, seed=5)
+    cfg = corpus.CorpusConfig(n_clips=3, n_workers=2, max_utterances_per_clip=3, max_clip_s=6.0, seed=5)
     stage_dir = tmp_path / "run" / "00_corpus"
     clips, rejects = corpus.build_synthetic(stage_dir, cfg, progress=False)
     assert rejects == [] and len(clips) == 3
     for c in clips:
-        path = corpus.resolve_audio(tmp_path / "run", c["audio_path"])
+        path = audio.resolve_audio(tmp_path / "run", c["audio_path"])
         assert c["audio_path"] == f"00_corpus/audio/{c['clip_id']}.wav" and path.exists()
         info = sf.info(str(path))
         assert info.samplerate == 16000 and info.channels == 1
@@ -175,4 +178,4 @@ def test_render_writes_16k_clips_with_consistent_segments_deterministically(tmp_
     assert [json.dumps(c["segments"]) for c in again] == [json.dumps(c["segments"]) for c in clips]
     first = clips[0]["audio_path"].split("/", 1)[1]
     assert (tmp_path / "run/00_corpus" / first).read_bytes() == (tmp_path / "other/00_corpus" / first).read_bytes()
-    assert corpus.resolve_audio(tmp_path, "/abs/corpus/x.wav").as_posix() == "/abs/corpus/x.wav"
+    assert audio.resolve_audio(tmp_path, "/abs/corpus/x.wav").as_posix() == "/abs/corpus/x.wav"

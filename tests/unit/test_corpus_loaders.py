@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from paraqa_utils import corpus, corpus_loaders as L, runs, tts
+from paraqa_utils import audio
+from paraqa_utils import corpus, runs
+from paraqa_utils.corpus import loaders as L
+from paraqa_utils.corpus import tts
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +81,7 @@ def test_msp_podcast(tmp_path, speech):
     stereo = by_id["MSP-PODCAST_0001_0002"]  # 44.1 kHz stereo: converted into the run, the original recorded
     assert stereo["split"] == "dev" and stereo["converted_from"]["sample_rate_hz"] == 44100
     assert stereo["converted_from"]["channels"] == 2 and stereo["audio_path"].startswith("00_corpus/audio/")
-    info = sf.info(str(corpus.resolve_audio(tmp_path / "run", stereo["audio_path"])))
+    info = sf.info(str(audio.resolve_audio(tmp_path / "run", stereo["audio_path"])))
     assert (info.samplerate, info.channels) == (16000, 1) and abs(info.frames / 16000 - stereo["duration_s"]) < 0.01
     nolabel = by_id["MSP-PODCAST_0002_0001"]["segments"][0]  # X = no consensus: left empty, never invented
     assert (nolabel["emotion"], nolabel["speaker"], nolabel["gender"], nolabel["text"]) == (None, None, None, None)

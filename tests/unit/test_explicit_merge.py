@@ -4,7 +4,9 @@ import json
 import pytest
 
 from paraqa_utils import explicit_merge as em
-from paraqa_utils import exports, mixtures, runs
+from paraqa_utils import runs
+from paraqa_utils.explicit_merge import exports
+from paraqa_utils.explicit_merge import mixtures
 
 EMOS = ["neutral", "happy", "sad", "angry", "fearful", "surprised"]
 
@@ -87,7 +89,7 @@ def test_conditions_tests_and_guards(run):
     assert {r["clip_id"] for r in recs["baseline"]} <= {f"c{i:02d}" for i in range(12)}
     conds = json.loads((st.dir / "conditions.json").read_text())
     assert conds["explicit"]["explicit"] and not conds["baseline"]["explicit"]
-    tests = mixtures.test_items(clips, anns, qa_by_clip, em.load_bank(em.REFERENCE_FILE),
+    tests = mixtures.build_test_sets(clips, anns, qa_by_clip, em.load_bank(em.REFERENCE_FILE),
                                 em.load_bank(em.TEMPLATES_FILE), 0, "numbers", bins, True)
     assert len(tests["emotion"]) == 4 and len(tests["gender"]) == 4 and len(tests["cpqa_llm"]) == 4
     types = {it["question_type"] for it in tests["cpqa_ref"]}

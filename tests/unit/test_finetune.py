@@ -9,16 +9,28 @@ from pathlib import Path
 import pytest
 import torch
 
-from paraqa_utils import finetune, finetune_stage, runs, speech_llm, training
-from paraqa_utils.fake_merge import make_fake_merge
-from paraqa_utils.finetune import ConfigError, FinetuneConfig
+from paraqa_utils import finetune, runs
+from paraqa_utils.finetune import plan as finetune_stage
+from paraqa_utils.finetune import speech_llm
+from paraqa_utils.finetune import training
+from paraqa_utils.testing.fake_stages import make_fake_merge
+from paraqa_utils.finetune.config import ConfigError, FinetuneConfig, make_config
 from paraqa_utils.params import load_profile
-from paraqa_utils.tiny_models import TINY
+from paraqa_utils.testing.tiny_models import save_tiny_models
 
 PRED_FIELDS = {"item_id", "condition", "test_set", "question_type", "prompt", "answer", "n_tokens", "seconds"}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tiny(tiny_checkpoints):
+    global WHISPER, LLM
+    WHISPER, LLM = tiny_checkpoints
+
+
+WHISPER = LLM = ""
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +45,9 @@ def merged(tmp_path_factory) -> Path:
 def tiny_cfg(run: Path, out: Path, condition: str = "baseline", **kw) -> FinetuneConfig:
     d = run / "03_explicit_merge"
     base = dict(condition=condition, train_file=str(d / f"train_{condition}.jsonl"), run_dir=str(run), out_dir=str(out),
-                whisper_model=TINY, llm_model=TINY, n_steps=2, batch_size=2, max_new_tokens=3, progress=False,
+                whisper_model=WHISPER, llm_model=LLM, n_steps=2, batch_size=2, max_new_tokens=3, progress=False,
                 test_files={s: str(d / f"test_{s}.jsonl") for s in ("emotion", "gender")})
-    return FinetuneConfig(**{**base, **kw})
+    return make_config(**{**base, **kw})
 
 
 def log(out: Path, condition: str = "baseline") -> list[dict]:
@@ -46,9 +58,9 @@ def test_config_refuses_unknown_keys_and_bad_values():
     with pytest.raises(ConfigError, match="did you mean 'lora_r'"):
         FinetuneConfig.from_dict({"lora_rank": 4})
     with pytest.raises(ConfigError, match="train_mode"):
-        FinetuneConfig(train_mode="full")
+        make_config(train_mode="full")
     with pytest.raises(ConfigError, match="batch_size"):
-        FinetuneConfig(batch_size="4")
+        make_config(batch_size="4")
 
 
 def test_cli_reports_a_bad_config_in_one_line_without_training(tmp_path, capsys):
@@ -129,7 +141,8 @@ def test_resume_refuses_another_conditions_or_models_checkpoint(merged, tmp_path
     with pytest.raises(training.ResumeRefused, match="condition: checkpoint has 'baseline'"):
         finetune.run_condition(tiny_cfg(merged, tmp_path, "explicit", resume_from=str(ckpt), test_files={}))
     with pytest.raises(training.ResumeRefused, match="llm_model"):
-        finetune.run_condition(tiny_cfg(merged, tmp_path / "x", resume_from=str(ckpt), test_files={}, seed=1))
+        other_llm = str(save_tiny_models(tmp_path / "other", seed=1)[1])
+        finetune.run_condition(tiny_cfg(merged, tmp_path / "x", resume_from=str(ckpt), test_files={}, llm_model=other_llm))
     with pytest.raises(training.ResumeRefused, match="train_mode"):
         finetune.run_condition(tiny_cfg(merged, tmp_path / "y", resume_from=str(ckpt), test_files={},
                                         train_mode="adapter+lora"))
@@ -170,7 +183,7 @@ def test_stage_trains_every_condition_and_predicts_with_a_zero_shot_floor(merged
     run = tmp_path / "run"
     shutil.copytree(merged, run)
     stage = runs.Stage(run, "04_finetune")
-    base = FinetuneConfig(whisper_model=TINY, llm_model=TINY, n_steps=1, batch_size=2, max_new_tokens=2,
+    base = make_config(whisper_model=WHISPER, llm_model=LLM, n_steps=1, batch_size=2, max_new_tokens=2,
                           max_test_items=1, progress=False)
     plan = finetune_stage.plan(stage, base, "all", zero_shot=True)
     assert list(plan) == ["zero_shot", "baseline", "pqa_star", "implicit", "implicit_explicit", "explicit"]
@@ -199,7 +212,7 @@ def test_stage_marks_itself_not_run_while_03_is_a_placeholder(tmp_path):
     up = runs.Stage(tmp_path, "03_explicit_merge")
     up.finish(implemented=False)
     stage = runs.Stage(tmp_path, "04_finetune")
-    plan = finetune_stage.plan(stage, FinetuneConfig(), "all")
+    plan = finetune_stage.plan(stage, make_config(), "all")
     assert plan == {}
     finetune_stage.finish(stage, plan, {})
     assert json.loads((stage.dir / "stage.json").read_text())["implemented"] is False

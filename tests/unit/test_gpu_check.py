@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from paraqa_utils.speech_llm import SAMPLE_RATE_HZ
+from paraqa_utils.audio import SAMPLE_RATE_HZ
 
 GPU_CHECK = Path(__file__).resolve().parents[2] / "bench" / "gpu_check.py"
 

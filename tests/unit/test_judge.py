@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from paraqa_utils import judge
-from paraqa_utils import judge_validation as jv
-from paraqa_utils.llm import LLMClient
+from paraqa_utils.judge import validation as jv
+from paraqa_utils.llm.client import LLMClient
 from tests.unit.test_llm_fakes import FakeLLMServer
 
 

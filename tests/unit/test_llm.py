@@ -7,8 +7,9 @@ import time
 import pytest
 
 from paraqa_utils import llm
-from paraqa_utils.llm import LLMClient, LLMRequest
-from paraqa_utils.llm_server import Endpoint
+from paraqa_utils.llm import client as llm_client
+from paraqa_utils.llm.client import LLMClient, LLMRequest
+from paraqa_utils.llm.server import Endpoint
 from tests.unit.test_llm_fakes import CONTENT_FAULTS, FakeLLMServer, answered_per_prompt
 
 SCHEMA = {"type": "object", "properties": {"answer": {"type": "string", "minLength": 1}},
@@ -84,8 +85,8 @@ def test_without_aiohttp_the_httpx2_transport_classifies_faults_alike(tmp_path, 
     def missing(**_):
         raise RuntimeError("To use the aiohttp client you must have installed the package with the `aiohttp` extra")
 
-    monkeypatch.setattr(llm.openai, "DefaultAioHttpClient", missing)
-    assert llm._Target("http://127.0.0.1:9/v1", "k", 1.0, 1, "none").transport == "httpx2"
+    monkeypatch.setattr(llm_client.openai, "DefaultAioHttpClient", missing)
+    assert llm_client._Target("http://127.0.0.1:9/v1", "k", 1.0, 1, "none").transport == "httpx2"
     faults = {"q0": ["500"], "q1": ["hang"], "q2": ["close"]}
     with FakeLLMServer(faults=faults, max_lifetime_s=30) as srv:
         c = client(srv.base_url, tmp_path, timeout_s=0.5)

@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from paraqa_utils import llm_server
+from paraqa_utils.llm import server as llm_server
 
 pytestmark = pytest.mark.server
 
@@ -76,7 +76,7 @@ def test_server_dies_with_a_killed_parent(tmp_path):
     import sys
     import time
 
-    script = ("import sys, time; from paraqa_utils import llm_server\n"
+    script = ("import sys, time; from paraqa_utils.llm import server as llm_server\n"
               f"cm = llm_server.embedded_llm_server({str(tmp_path / 's.log')!r}, n_ctx=512)\n"
               "ep = cm.__enter__(); print(ep.base_url, flush=True); time.sleep(600)\n")
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)

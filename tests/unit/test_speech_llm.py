@@ -6,9 +6,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from paraqa_utils import speech_data, speech_llm, tiny_models
-from paraqa_utils.speech_data import Encoded, PromptFormat, PromptTooLong, collate
-from paraqa_utils.speech_llm import AUDIO_PLACEHOLDER, IGNORE_INDEX, SpeechLLM, n_audio_tokens
+from paraqa_utils import audio
+from paraqa_utils.finetune import speech_data
+from paraqa_utils.finetune import speech_llm
+from paraqa_utils.finetune.speech_data import Encoded, PromptFormat, PromptTooLong, collate
+from paraqa_utils.finetune.speech_llm import AUDIO_PLACEHOLDER, IGNORE_INDEX, SpeechLLM, n_audio_tokens
 
 CPU = torch.device("cpu")
 
@@ -17,9 +19,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def stack() -> SpeechLLM:
-    enc = speech_llm.load_audio_encoder(tiny_models.TINY, 15, CPU, torch.float32)
-    llm, tok, _ = speech_llm.load_llm(tiny_models.TINY, CPU, torch.float32)
+def stack(tiny_checkpoints) -> SpeechLLM:
+    whisper_dir, llm_dir = tiny_checkpoints
+    enc = speech_llm.load_audio_encoder(whisper_dir, 15, CPU, torch.float32)
+    llm, tok, _ = speech_llm.load_llm(llm_dir, CPU, torch.float32)
     torch.manual_seed(0)
     return SpeechLLM(enc, llm, tok, 15).eval()
 
@@ -54,9 +57,9 @@ def test_short_window_matches_hf_encoder_and_long_audio_is_windowed(stack):
 
 def _encode(stack, wav, content="How does the speaker feel?", target="The speaker sounds happy.", max_seq_len=512,
             block=None):
-    n = n_audio_tokens(speech_data.n_samples_16k(wav), 15)
+    n = n_audio_tokens(audio.n_samples(wav), 15)
     fmt = PromptFormat(stack.tokenizer, max_seq_len)
-    return fmt.encode("ex1", wav, speech_data.file_key(wav), n, speech_data.user_content(content, block), target)
+    return fmt.encode("ex1", wav, audio.content_hash(wav), n, speech_data.user_content(content, block), target)
 
 
 def test_placeholder_expands_to_exactly_the_adapter_outputs(stack, wav):
@@ -112,8 +115,8 @@ def test_loss_is_answer_token_cross_entropy(stack, wav):
 
 def test_batched_left_padded_generation_equals_one_by_one(stack, wav):
     fmt = PromptFormat(stack.tokenizer, 512)
-    n = n_audio_tokens(speech_data.n_samples_16k(wav), 15)
-    items = [fmt.encode(f"q{i}", wav, speech_data.file_key(wav), n, speech_data.user_content(q, None))
+    n = n_audio_tokens(audio.n_samples(wav), 15)
+    items = [fmt.encode(f"q{i}", wav, audio.content_hash(wav), n, speech_data.user_content(q, None))
              for i, q in enumerate(["Why?", "What is said in the recording, and how does the speaker feel?"])]
     cache = speech_data.EncoderCache(stack.audio_encoder, None)
     pad, stop = stack.tokenizer.pad_token_id, fmt.stop_ids()

@@ -6,9 +6,11 @@ import re
 import numpy as np
 import pytest
 
-from paraqa_utils import qa_filters as F
+from paraqa_utils.synthesize import filters as F
 from paraqa_utils import synthesize as S
-from paraqa_utils.llm import LLMResult
+from paraqa_utils import text
+from paraqa_utils.synthesize import generation as S_generate
+from paraqa_utils.llm.client import LLMResult
 
 DESIGN_FIELDS = {"qa_id", "clip_id", "kind", "question_type", "question", "answer", "evidence_segments", "model",
                  "prompt_file", "prompt_sha256", "sampling", "cache_key", "split"}
@@ -53,7 +55,7 @@ SAD = make_annotation("c1", [("The meeting moved to Friday again", "sad", "femal
 
 
 def test_prompt_is_filled_numbered_and_carries_every_label():
-    cfg = S.SynthConfig(n_qa={"cpqa": 4, "pqa_star": 2})
+    cfg = S.SynthesizeConfig(n_qa={"cpqa": 4, "pqa_star": 2})
     for kind in ("cpqa", "pqa_star"):
         req = S.build_request(SAD, kind, S.load_prompt(cfg.prompt_files[kind]), cfg)
         system, user = req.messages
@@ -83,7 +85,7 @@ def test_merged_lines_map_back_to_their_segments():
 
 
 def test_plan_follows_weights_and_only_asks_what_the_annotation_supports():
-    cfg = S.SynthConfig(n_qa={"cpqa": 4, "pqa_star": 3})
+    cfg = S.SynthesizeConfig(n_qa={"cpqa": 4, "pqa_star": 3})
     anns = [make_annotation(f"k{i}", [("a b c", "sad", "female", 0.2)]) for i in range(500)]
     counts = {}
     for a in anns:
@@ -99,7 +101,7 @@ def test_plan_follows_weights_and_only_asks_what_the_annotation_supports():
 
 
 def test_records_carry_provenance_and_invalid_replies_are_salvaged():
-    cfg = S.SynthConfig(n_qa={"cpqa": 3, "pqa_star": 2})
+    cfg = S.SynthesizeConfig(n_qa={"cpqa": 3, "pqa_star": 2})
     prompt = S.load_prompt("cpqa_v1.txt")
     req = S.build_request(SAD, "cpqa", prompt, cfg)
     good = {"question_type": "CE", "reasoning": "multi_step", "question": "Why does she sound low about Friday?",
@@ -208,7 +210,7 @@ def test_across_set_dedup_is_blockwise_and_matches_the_plain_greedy_rule():
 
 
 def test_minilm_separates_paraphrases_from_different_questions():
-    embed = F.minilm_embedder("")
+    embed = text.minilm_embedder("")
     e = embed(["Why does the speaker sound sad about Friday?", "Why does the speaker seem sad about Friday?",
                "What is the name of the town where the train stops?"])
     assert e.shape == (3, 384) and np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-4)
@@ -224,7 +226,7 @@ def test_type_mix_counts_before_and_after():
 def test_every_stage_finds_its_prompt_files_in_one_folder(tmp_path):
     from paraqa_utils import explicit_merge, judge, prompts
 
-    assert S.prompt_path("cpqa_v1.txt") == prompts.DIR / "cpqa_v1.txt"
+    assert S_generate.prompt_path("cpqa_v1.txt") == prompts.DIR / "cpqa_v1.txt"
     assert judge.rubric_path("rubric_v1") == prompts.DIR / "rubric_v1.txt"
     assert explicit_merge.TEMPLATES_FILE.parent == prompts.DIR
     own = tmp_path / "my_prompt.txt"

@@ -71,20 +71,20 @@ def make_run(tmp_path, name, anns):
 
 def stage_main(run_dir, url):
     """What the notebook does, minus the display (MiniLM replaced by the fast stand-in); returns the ledger line."""
-    from paraqa_utils import qa_filters
+    from paraqa_utils.synthesize import filters
 
     stage = runs.open_stage(run_dir, "02_synthesize")
     clips, in_rej = S.load_annotations(stage.input("01_annotate/annotations.jsonl"))
-    cfg = S.SynthConfig(n_qa={"cpqa": 3, "pqa_star": 2})
+    cfg = S.SynthesizeConfig(n_qa={"cpqa": 3, "pqa_star": 2})
     prompts = {k: S.load_prompt(cfg.prompt_files[k]) for k in cfg.kinds}
     client = llm.LLMClient([url], model="fake-model", cache_dir=stage.cache / "llm", concurrency=2, progress=False)
     qas, gen_rej, counts = S.generate(client, clips, cfg, prompts)
-    kept, f_rej, f_funnel = qa_filters.run_filters(qas, {a["clip_id"]: a for a in clips}, qa_filters.FilterConfig(),
+    kept, f_rej, f_funnel = filters.run_filters(qas, {a["clip_id"]: a for a in clips}, filters.FilterConfig(),
                                                    bow_embed)
     rejects = in_rej + gen_rej + f_rej
     S.write_outputs(stage.dir, kept, rejects)
     stage.write_metrics(**S.stage_metrics(counts, S.funnel_rows(counts, qas, f_funnel), kept, rejects,
-                                          qa_filters.type_mix(qas, kept), client.ledger.as_dict()))
+                                          filters.type_mix(qas, kept), client.ledger.as_dict()))
     stage.finish()
     return f"calls {client.ledger.calls} hits {client.ledger.cache_hits}"
 
@@ -182,10 +182,11 @@ def test_notebook_runs_against_an_endpoint_and_missing_upstream_fails_clearly(tm
 def test_embedded_llama_cpp_server_gives_parseable_structured_qa(tmp_path):
     """The real embedded server: the schema travels as llama.cpp's json_object+schema and replies parse as JSON."""
     pytest.importorskip("llama_cpp")
-    from paraqa_utils import llm_server, qa_filters
+    from paraqa_utils.llm import server as llm_server
+    from paraqa_utils.synthesize import filters
 
     anns = annotations(1)
-    cfg = S.SynthConfig(kinds=("cpqa",), n_qa={"cpqa": 2}, max_tokens=400)
+    cfg = S.SynthesizeConfig(kinds=("cpqa",), n_qa={"cpqa": 2}, max_tokens=400)
     prompts = {k: S.load_prompt(cfg.prompt_files[k]) for k in cfg.kinds}
     with llm_server.llm_endpoint("", "", tmp_path, n_threads=1, n_ctx=2048) as ep:
         client = llm.LLMClient([ep], cache_dir=tmp_path / "cache", timeout_s=240, response_format="auto",
@@ -198,6 +199,6 @@ def test_embedded_llama_cpp_server_gives_parseable_structured_qa(tmp_path):
     assert all(isinstance(r.data, dict) and isinstance(r.data.get("qa_pairs"), list) for r in results), \
         [r.text[:200] for r in results]
     assert all(set(q) >= {"qa_id", "question", "answer", "cache_key", "prompt_sha256"} for q in qas)
-    kept, f_rej, funnel = qa_filters.run_filters(qas, {a["clip_id"]: a for a in anns}, qa_filters.FilterConfig(),
+    kept, f_rej, funnel = filters.run_filters(qas, {a["clip_id"]: a for a in anns}, filters.FilterConfig(),
                                                  bow_embed)
     assert len(kept) + len(f_rej) == len(qas)

@@ -1,0 +1,218 @@
+"""Stage 04: train the Speech-LLM for one condition and answer every test set (`python -m paraqa_utils.finetune`)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from paraqa_utils import runs
+from paraqa_utils.finetune import distributed
+from paraqa_utils.finetune import speech_llm
+from paraqa_utils.finetune import training
+from paraqa_utils.finetune.config import (DTYPES, TRAIN_MODES, ZERO_SHOT, ConfigError,  # noqa: F401
+                                          FinetuneConfig, load_config, save_config)
+from paraqa_utils.finetune.speech_data import EncoderCache, PromptFormat, collate, encode_records
+
+USAGE = """Train one condition and answer every test set; the notebook calls run_condition() with the same config.
+
+  python -m paraqa_utils.finetune --config outputs/runs/<run>/04_finetune/baseline/config.yaml
+  python -m paraqa_utils.finetune --config F --set n_steps=100 --set train_mode=adapter+lora
+  torchrun --nproc-per-node 8 -m paraqa_utils.finetune --config F     # DDP; add --set fsdp=true to shard the LLM
+  accelerate launch -m paraqa_utils.finetune --config F
+
+Under FSDP, predict afterwards in one process: --set resume=true --set n_steps=<same> loads the final checkpoint.
+"""
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: FinetuneConfig, device: torch.device, dtype: torch.dtype,
+                sharded: bool = False) -> speech_llm.SpeechLLM:
+    """Frozen encoder + LLM (+ LoRA); the adapter is initialised from the seed, so every condition starts equal.
+
+    `sharded` (FSDP): the LLM stays in host memory; fully_shard then moves it to the GPUs one block at a time.
+    """
+    encoder = speech_llm.load_audio_encoder(cfg.whisper_model, cfg.stack_k, device, dtype, cfg.seed)
+    lora = cfg.train_mode == "adapter+lora"
+    llm, tok, llm_id = speech_llm.load_llm(cfg.llm_model, torch.device("cpu") if sharded else device, dtype,
+                                           cfg.seed, reuse=not lora)
+    _seed_all(cfg.seed)
+    if lora:
+        llm = speech_llm.apply_lora(llm, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules())
+    if cfg.gradient_checkpointing:
+        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif getattr(llm, "is_activation_checkpointing", None) or (
+            not hasattr(llm, "is_activation_checkpointing") and getattr(llm, "is_gradient_checkpointing", False)):
+        llm.gradient_checkpointing_disable()  # a reused LLM keeps the previous condition's setting otherwise
+    model = speech_llm.SpeechLLM(encoder, llm, tok, cfg.stack_k, cfg.adapter_hidden)
+    model.adapter.to(device)  # float32 even when the frozen parts are bf16 (autocast handles the matmuls)
+    model.llm_id = llm_id
+    return model
+
+
+def fingerprint(cfg: FinetuneConfig, model: speech_llm.SpeechLLM) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: condition, models, trainable shapes and training data."""
+    # n_steps is left out on purpose: a finished run may be extended by raising it
+    same = ("batch_size", "grad_accum", "seed", "lr", "schedule", "warmup_ratio", "weight_decay", "max_seq_len",
+            "max_train_examples", "group_by_length")
+    return {"condition": cfg.condition, "whisper_model": model.audio_encoder.model_id, "llm_model": model.llm_id,
+            "train_mode": cfg.train_mode, "stack_k": cfg.stack_k, "adapter_hidden": cfg.adapter_hidden,
+            "lora": [cfg.lora_r, cfg.lora_alpha, cfg.target_modules()] if cfg.train_mode != "adapter" else None,
+            "train_file_sha256": runs.sha256_file(Path(cfg.train_file)) if cfg.train_file else None,
+            **{k: getattr(cfg, k) for k in same}}
+
+
+def save_weights(model: speech_llm.SpeechLLM, cond_dir: Path, info: distributed.DistInfo, sharded: bool) -> None:
+    """adapter.safetensors (+ lora/ in peft's own format, loadable with PeftModel.from_pretrained).
+
+    Every process calls it (gathering FSDP shards is collective); under FSDP the LoRA weights are in the
+    checkpoint's trainable.pt instead of lora/.
+    """
+    from safetensors.torch import save_file
+
+    adapter = {k: distributed.full_tensor(v).detach().cpu().contiguous() for k, v in model.adapter.state_dict().items()}
+    if not info.main:
+        return
+    save_file(adapter, str(cond_dir / "adapter.safetensors"))
+    if hasattr(model.llm, "peft_config") and not sharded:
+        model.llm.save_pretrained(str(cond_dir / "lora"))
+
+
+def predict(model: speech_llm.SpeechLLM, cache: EncoderCache, cfg: FinetuneConfig, device: torch.device,
+            counts: dict[str, Any], info: distributed.DistInfo = distributed.DistInfo()) -> list[dict[str, Any]]:
+    """Greedy answers to the test items (this process's share of them), shortest prompts batched together."""
+    from tqdm.auto import tqdm
+
+    fmt = PromptFormat(model.tokenizer, cfg.max_seq_len)
+    stop, pad = fmt.stop_ids(), model.tokenizer.pad_token_id
+    samples = []
+    for name, path in sorted(cfg.test_files.items()):
+        items = list(runs.read_jsonl(Path(path)))
+        items = items[:cfg.max_test_items] if cfg.max_test_items else items
+        samples += encode_records(items, fmt, Path(cfg.run_dir), cfg.stack_k, cfg.explicit, False, counts)
+    samples = sorted(samples, key=lambda s: len(s.input_ids))[info.rank::info.world]
+    model.eval()
+    out = []
+    batches = [samples[i:i + cfg.predict_batch_size] for i in range(0, len(samples), cfg.predict_batch_size)]
+    for batch in tqdm(batches, desc=f"predict {cfg.condition}", disable=not cfg.progress):
+        states = cache.get(batch)
+        t = {k: v.to(device) for k, v in collate(batch, pad, pad_left=True).items()}
+        t0 = time.perf_counter()
+        new = model.generate(t["input_ids"], t["attention_mask"], t["audio_mask"], states, cfg.max_new_tokens, stop, pad)
+        seconds = (time.perf_counter() - t0) / len(batch)  # a batch decodes together: its time is shared equally
+        for s, row in zip(batch, new.tolist()):
+            ends = [i for i, tok in enumerate(row) if tok in stop]
+            tokens = row[:ends[0]] if ends else row
+            out.append({"item_id": s.uid, "condition": cfg.condition, "test_set": s.meta["test_set"],
+                        "question_type": s.meta["question_type"], "prompt": s.prompt,
+                        "answer": model.tokenizer.decode(tokens, skip_special_tokens=True).strip(),
+                        "n_tokens": len(tokens), "seconds": round(seconds, 4)})
+    return out
+
+
+def run_condition(cfg: FinetuneConfig) -> dict[str, Any]:
+    """Train one condition (unless train_file is empty), save its weights and config, predict every test set.
+
+    Writes <out_dir>/<condition>/{adapter.safetensors, lora/, config.yaml, train_log.jsonl, predictions.jsonl,
+    summary.json}; checkpoints and the encoder cache go to <out_dir>/_cache/. Returns the summary.
+    """
+    info = distributed.init()
+    cond_dir = Path(cfg.out_dir) / cfg.condition
+    cond_dir.mkdir(parents=True, exist_ok=True)
+    done = cond_dir / "summary.json"
+    data_sha = runs.sha256_file(Path(cfg.train_file)) if cfg.train_file else None
+    if cfg.resume and info.world == 1 and done.exists():
+        old = runs.read_json(done)
+        if (old.get("config") == cfg.to_dict() and old.get("train_file_sha256") == data_sha
+                and "predictions_skipped" not in old):
+            return old  # finished earlier with this very config and data (a resumed pipeline run)
+    t0 = time.perf_counter()
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
+    device = distributed.device_for(info, speech_llm.resolve_device(cfg.device))
+    dtype = speech_llm.resolve_dtype(cfg.dtype, device)
+    model = build_model(cfg, device, dtype, sharded=cfg.fsdp and info.world > 1)
+    cache = EncoderCache(model.audio_encoder, Path(cfg.out_dir) / "_cache" / "encoder", cfg.use_encoder_cache)
+    counts: dict[str, Any] = {}
+    summary: dict[str, Any] = {"condition": cfg.condition, "explicit": cfg.explicit, "train_mode": cfg.train_mode,
+                               "whisper_model": model.audio_encoder.model_id, "llm_model": model.llm_id,
+                               "device": str(device), "dtype": str(dtype).replace("torch.", ""), "world_size": info.world,
+                               "train_file_sha256": data_sha,
+                               "n_trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    save_config(cfg, cond_dir / "config.yaml")
+    if cfg.train_file:
+        records = list(runs.read_jsonl(Path(cfg.train_file)))
+        if cfg.max_train_examples and len(records) > cfg.max_train_examples:
+            # a seeded subset keeps the task mixture; the first N could be a single task
+            records = random.Random(cfg.seed).sample(records, cfg.max_train_examples)
+        fmt = PromptFormat(model.tokenizer, cfg.max_seq_len)
+        samples = encode_records(records, fmt, Path(cfg.run_dir), cfg.stack_k, cfg.explicit, True, counts)
+        train_counts = {f"train_{k}": v for k, v in counts.items()}
+        counts.clear()
+        if not samples:
+            raise training.TrainingError(f"{cfg.condition}: none of the {len(records)} training examples is usable "
+                                         f"({train_counts})")
+        settings = training.TrainSettings(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(training.TrainSettings)})
+        wrapped = distributed.wrap(model, info, device, cfg.fsdp)
+        autocast = torch.bfloat16 if dtype == torch.bfloat16 and device.type == "cuda" else None
+        summary.update(train_counts, n_train_examples=len(samples), **training.train(
+            model, samples, cache, settings, Path(cfg.out_dir) / "_cache" / "checkpoints" / cfg.condition,
+            cond_dir / "train_log.jsonl", fingerprint(cfg, model), cfg.to_dict(), device, autocast,
+            wrapped if wrapped is not model else None, info, cfg.fsdp and info.world > 1, cfg.progress))
+        summary["train_cache"] = cache.stats()
+    else:
+        summary.update(n_train_examples=0, steps=0)
+    if cfg.fsdp and info.world > 1:
+        summary["predictions_skipped"] = "FSDP: predict in one process with the saved weights"
+    elif cfg.test_files:
+        preds = predict(model, cache, cfg, device, counts, info)
+        # under DDP every process answers its share, so no process idles into a collective timeout
+        part = f"predictions.rank{info.rank}.jsonl" if info.world > 1 else "predictions.jsonl"
+        runs.write_jsonl(cond_dir / part, preds)
+        distributed.barrier(info)
+        if info.world > 1 and info.main:
+            parts = [cond_dir / f"predictions.rank{r}.jsonl" for r in range(info.world)]
+            preds = [row for p in parts for row in runs.read_jsonl(p)]
+            runs.write_jsonl(cond_dir / "predictions.jsonl", preds)
+            for p in parts:
+                p.unlink()
+        summary.update({f"test_{k}": v for k, v in counts.items()}, n_predictions=len(preds),
+                       predict_seconds=round(sum(p["seconds"] for p in preds), 3))
+    save_weights(model, cond_dir, info, cfg.fsdp and info.world > 1)
+    if info.main:
+        summary.update(cache.stats(), seconds=round(time.perf_counter() - t0, 3), config=cfg.to_dict())
+        runs.write_json(done, summary)
+    distributed.barrier(info)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True, help="YAML with FinetuneConfig keys (e.g. a saved config.yaml)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key (YAML value)")
+    args = ap.parse_args(argv)
+    import yaml
+
+    try:
+        cfg = load_config(args.config, args.set)
+    except (OSError, yaml.YAMLError, ConfigError) as exc:
+        print(f"paraqa_utils.finetune: {exc}", file=sys.stderr)
+        return 2
+    summary = run_condition(cfg)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    print({k: v for k, v in summary.items() if k != "config"})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The 04_finetune notebook's glue: read 03's files, plan one config per condition, merge predictions, metrics."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from paraqa_utils import runs
+from paraqa_utils.finetune.condition import ZERO_SHOT, ConfigError, FinetuneConfig
+
+UPSTREAM = "03_explicit_merge"
+# What metrics.json keeps per condition (06_analysis and the smoke test read these).
+SUMMARY_KEYS = ("steps", "n_train_examples", "final_loss", "mean_loss", "first_loss", "seconds_per_step",
+                "examples_per_s", "tokens_per_s", "train_seconds", "n_predictions", "predict_seconds",
+                "encoder_cache_hits", "encoder_cache_misses", "encoder_cache_hit_rate", "train_n_missing_audio",
+                "train_n_truncated", "train_n_skipped_too_long", "test_n_missing_audio", "test_n_truncated",
+                "n_trainable_params", "seconds")
+
+
+def upstream_ready(stage: runs.Stage) -> bool:
+    """False while 03 is still a placeholder (no conditions.json): 04 then records itself as not run."""
+    rec_path = stage.run_dir / UPSTREAM / runs.STAGE_FILE
+    rec = runs.read_json(rec_path) if rec_path.exists() else {}
+    return rec.get("implemented", True) and "conditions.json" in rec.get("outputs", {})
+
+
+def upstream_test_files(stage: runs.Stage) -> dict[str, str]:
+    """Every test_<set>.jsonl that 03 recorded (cpqa_ref, cpqa_llm, emotion, gender, cpqa_human...), hash-checked."""
+    outputs = runs.read_json(stage.run_dir / UPSTREAM / runs.STAGE_FILE).get("outputs", {})
+    names = sorted(n for n in outputs if n.startswith("test_") and n.endswith(".jsonl") and "/" not in n)
+    return {n[len("test_"):-len(".jsonl")]: str(stage.input(f"{UPSTREAM}/{n}")) for n in names}
+
+
+def plan(stage: runs.Stage, base: FinetuneConfig, conditions: str = "all",
+         zero_shot: bool = True) -> dict[str, FinetuneConfig]:
+    """One config per condition (from 03's conditions.json), plus the untrained zero_shot floor first."""
+    if not upstream_ready(stage):
+        return {}
+    available = runs.read_json(stage.input(f"{UPSTREAM}/conditions.json"))
+    wanted = list(available) if conditions.strip() == "all" else [c.strip() for c in conditions.split(",") if c.strip()]
+    unknown = [c for c in wanted if c not in available]
+    if unknown:
+        raise ConfigError(f"conditions {unknown} are not in {UPSTREAM}/conditions.json (it has {list(available)})")
+    tests = upstream_test_files(stage)
+    common = dict(test_files=tests, run_dir=str(stage.run_dir), out_dir=str(stage.dir))
+    out: dict[str, FinetuneConfig] = {}
+    if zero_shot:
+        out[ZERO_SHOT] = dataclasses.replace(base, condition=ZERO_SHOT, train_file="", explicit=False, **common)
+    for c in wanted:
+        spec = available[c]
+        out[c] = dataclasses.replace(base, condition=c, explicit=bool(spec["explicit"]), **common,
+                                     train_file=str(stage.input(f"{UPSTREAM}/{spec['train_file']}")))
+    return out
+
+
+def plan_table(configs: dict[str, FinetuneConfig]) -> pd.DataFrame:
+    return pd.DataFrame([{"condition": c, "train_file": Path(cfg.train_file).name or "(none: untrained)",
+                          "explicit labels in prompts": cfg.explicit, "test sets": ", ".join(cfg.test_files)}
+                         for c, cfg in configs.items()])
+
+
+def loss_curves(stage: runs.Stage, configs: dict[str, FinetuneConfig]) -> pd.DataFrame:
+    """All conditions' train_log.jsonl rows, with a condition column."""
+    rows = [{"condition": c, **r} for c in configs if (stage.dir / c / "train_log.jsonl").exists()
+            for r in runs.read_jsonl(stage.dir / c / "train_log.jsonl")]
+    return pd.DataFrame(rows, columns=["condition", "step", "loss", "lr", "seconds"] if not rows else None)
+
+
+def plot_loss_curves(curves: pd.DataFrame, path: Path) -> Any:
+    """fig_loss.png: training loss per optimizer step, one line per condition."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if len(curves):
+        sns.lineplot(data=curves, x="step", y="loss", hue="condition", marker="o", ax=ax)
+    ax.set(xlabel="optimizer step", ylabel="answer-token cross-entropy", title="04_finetune: training loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return fig
+
+
+def merge_predictions(stage: runs.Stage, configs: dict[str, FinetuneConfig]) -> pd.DataFrame:
+    """All conditions' answers in one predictions.jsonl (what 05_judge reads), zero_shot first."""
+    preds = [r for c in configs if (stage.dir / c / "predictions.jsonl").exists()
+             for r in runs.read_jsonl(stage.dir / c / "predictions.jsonl")]
+    runs.write_jsonl(stage.dir / "predictions.jsonl", preds)
+    return pd.DataFrame(preds)
+
+
+def finish(stage: runs.Stage, configs: dict[str, FinetuneConfig], summaries: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Write metrics.json (per-condition figures) and mark the stage done; returns the per-condition table."""
+    if not configs:
+        runs.write_jsonl(stage.dir / "predictions.jsonl", [])
+        stage.write_metrics(implemented=False, reason=f"{UPSTREAM} is a placeholder: nothing to train on")
+        stage.finish(implemented=False)
+        return pd.DataFrame()
+    if not (stage.dir / "predictions.jsonl").exists():
+        merge_predictions(stage, configs)
+    preds = list(runs.read_jsonl(stage.dir / "predictions.jsonl"))
+    first = next(iter(summaries.values()))
+    stage.record_model("speech_encoder", first["whisper_model"])
+    stage.record_model("speech_llm", first["llm_model"], train_mode=first["train_mode"])
+    per_cond = {c: {k: s.get(k) for k in SUMMARY_KEYS} for c, s in summaries.items()}
+    counts = pd.Series([p["condition"] for p in preds]).value_counts().to_dict() if preds else {}
+    stage.write_metrics(
+        implemented=True, conditions=per_cond, n_conditions=len(configs), n_predictions=len(preds),
+        predictions_per_condition=counts, zero_shot=ZERO_SHOT in configs,
+        test_sets=sorted({p["test_set"] for p in preds}), train_mode=first["train_mode"],
+        device=first["device"], dtype=first["dtype"], whisper_model=first["whisper_model"],
+        llm_model=first["llm_model"], config={k: v for k, v in first["config"].items()
+                                              if k not in ("condition", "train_file", "explicit", "test_files")})
+    stage.finish()
+    return pd.DataFrame(per_cond).T

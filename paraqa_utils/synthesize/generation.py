@@ -1,0 +1,281 @@
+"""Stage 02 (the implicit method): prompts from annotated transcripts, one LLM call per clip and kind, QA records.
+
+Two kinds (PAPER.md step 2): `cpqa` (contextual paralinguistic QA: content C, content+emotion CE, content+gender CG)
+and `pqa_star` (paralinguistic QA without the contextual reasoning: emotion E, delivery D, gender G). Each call
+asks for a planned mix of question types and of simple vs multi-step reasoning [decided], returns JSON checked
+against a schema, and every QA keeps its clip, segments, model, prompt file and hash, sampling and cache key.
+The post-filters live in `paraqa_utils.qa_filters`.
+"""
+from __future__ import annotations
+
+import math
+import random
+import re
+import string
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from paraqa_utils import runs
+from paraqa_utils.text import UNUSABLE_EMOTIONS
+from paraqa_utils.prompts import path as prompt_path
+from paraqa_utils.llm.client import LLMClient, LLMRequest, LLMResult, schema_error
+
+QUESTION_TYPES = {"cpqa": ("C", "CE", "CG"), "pqa_star": ("E", "D", "G")}
+REASONING = ("simple", "multi_step")
+SPAN = re.compile(r"^\s*\[\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*s\s*\]")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A versioned template: `=== system ===` / `=== user ===` sections with `$name` placeholders."""
+    path: Path
+    text: str
+    sha256: str
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def render(self, **values: Any) -> list[dict[str, str]]:
+        parts = re.split(r"^=== (system|user) ===\s*$", self.text, flags=re.M)
+        msgs = [{"role": role, "content": string.Template(body.strip()).substitute(values)}
+                for role, body in zip(parts[1::2], parts[2::2])]
+        if not msgs or msgs[-1]["role"] != "user":
+            raise ValueError(f"{self.name}: a prompt needs '=== user ===' (and optionally '=== system ===') sections")
+        return msgs
+
+
+def load_prompt(name: str | Path) -> Prompt:
+    path = prompt_path(name)
+    return Prompt(path, path.read_text(), runs.sha256_file(path))
+
+
+@dataclass
+class SynthesizeConfig:
+    """Everything that shapes the requests (and so the cache keys); built from the notebook's parameters."""
+    kinds: tuple[str, ...] = ("cpqa", "pqa_star")
+    n_qa: dict[str, int] = field(default_factory=lambda: {"cpqa": 4, "pqa_star": 2})
+    prompt_files: dict[str, str] = field(default_factory=lambda: {"cpqa": "cpqa_v1.txt",
+                                                                  "pqa_star": "pqa_star_v1.txt"})
+    # CPQA mix implied by the paper's per-type scores (~16 % C, 65 % CE, 19 % CG); PQA* mix is ours [decided].
+    type_weights: dict[str, dict[str, float]] = field(default_factory=lambda: {
+        "cpqa": {"C": 0.16, "CE": 0.65, "CG": 0.19}, "pqa_star": {"E": 0.5, "D": 0.25, "G": 0.25}})
+    multi_step_fraction: float = 0.5
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: int = 800
+    seed: int = 0
+    max_question_chars: int = 300
+    max_answer_chars: int = 600
+
+    def sampling(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens, "seed": self.seed}
+
+
+def load_annotations(path: Path, max_clips: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Kept clips (in file order, at most `max_clips` if > 0) and rejects for kept clips that have no words."""
+    clips, rejects = [], []
+    for ann in runs.read_jsonl(path):
+        if not ann.get("kept"):
+            continue
+        if max_clips and len(clips) + len(rejects) >= max_clips:
+            break
+        if not any(str(w.get("w", "")).strip() for w in ann.get("words") or []):
+            rejects.append({"clip_id": ann["clip_id"], "kind": "*", "filter": "input",
+                            "reason": "annotation has no words: nothing to ask about, no call made"})
+            continue
+        clips.append(ann)
+    return clips, rejects
+
+
+def numbered_transcript(ann: dict[str, Any]) -> tuple[str, list[list[int]]]:
+    """The clip's annotated transcript with numbered lines, and the segment indices each line covers.
+
+    01_annotate merges runs of windows with equal labels into one line, so lines map to segments by time."""
+    segs = ann.get("segments") or []
+    lines = [ln for ln in (ann.get("annotated_transcript") or "").splitlines() if ln.strip()]
+    if not lines:  # no serialised form: one plain line per segment, words by midpoint
+        lines = []
+        for s in segs:
+            ws = [w["w"] for w in ann.get("words") or [] if s["start_s"] <= (w["start_s"] + w["end_s"]) / 2 < s["end_s"]]
+            lines.append(f"[{s['start_s']:.1f}-{s['end_s']:.1f} s] ({_label_text(s)}) {' '.join(ws) or '…'}")
+    covered = []
+    for ln in lines:
+        m = SPAN.match(ln)
+        t0, t1 = (float(m.group(1)) - 0.05, float(m.group(2)) + 0.05) if m else (math.inf, -math.inf)
+        covered.append([i for i, s in enumerate(segs) if t0 <= (s["start_s"] + s["end_s"]) / 2 <= t1])
+    return "\n".join(f"{i + 1}. {ln.strip()}" for i, ln in enumerate(lines)), covered
+
+
+def _label_text(seg: dict[str, Any]) -> str:
+    dims = " ".join(f"{d} {seg[d]:.2f}" for d in ("valence", "arousal", "dominance") if seg.get(d) is not None)
+    return "; ".join(x for x in (seg.get("gender"), ", ".join(y for y in (seg.get("emotion"), dims) if y)) if x)
+
+
+def available_types(kind: str, ann: dict[str, Any]) -> tuple[str, ...]:
+    """Types the annotation can support: no emotion questions without a usable emotion, no gender ones without a gender."""
+    segs = ann.get("segments") or []
+    has_emotion = any(s.get("emotion") not in UNUSABLE_EMOTIONS for s in segs)
+    has_gender = any(s.get("gender") for s in segs)
+    needs = {"CE": has_emotion, "CG": has_gender, "E": has_emotion, "D": has_emotion, "G": has_gender}
+    return tuple(t for t in QUESTION_TYPES[kind] if needs.get(t, True))
+
+
+def pair_plan(kind: str, ann: dict[str, Any], cfg: SynthesizeConfig) -> list[tuple[str, str]]:
+    """(type, reasoning) per requested pair: stratified sampling, so each type gets floor or ceil of n * weight
+    per clip and the set-wide mix follows the weights; seeded per clip, so reruns ask the same."""
+    n = cfg.n_qa[kind]
+    types = available_types(kind, ann)
+    weights = {t: cfg.type_weights[kind].get(t, 0.0) for t in types}
+    if not sum(weights.values()):
+        weights = dict.fromkeys(types, 1.0)
+    rng = random.Random(f"{cfg.seed}:{kind}:{ann['clip_id']}")
+    names, total, u = list(weights), sum(weights.values()), rng.random()
+    bounds = [sum(list(weights.values())[:i + 1]) / total for i in range(len(names))]
+    plan = [names[min(sum(b <= (u + k) / n for b in bounds), len(names) - 1)] for k in range(n)]
+    n_multi = int(n * cfg.multi_step_fraction + rng.random())
+    multi = set(rng.sample(range(n), min(n, n_multi)))
+    rng.shuffle(plan)
+    return [(t, REASONING[i in multi]) for i, t in enumerate(plan)]
+
+
+def qa_item_schema(types: Sequence[str], n_lines: int, cfg: SynthesizeConfig) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False,
+            "required": ["question_type", "reasoning", "question", "answer", "evidence"],
+            "properties": {
+                "question_type": {"type": "string", "enum": list(types)},
+                "reasoning": {"type": "string", "enum": list(REASONING)},
+                "question": {"type": "string", "minLength": 5, "maxLength": cfg.max_question_chars},
+                "answer": {"type": "string", "minLength": 1, "maxLength": cfg.max_answer_chars},
+                # Line numbers out of range are dropped in to_records, not fed back: llama.cpp's grammar cannot
+                # bound integers, and a stray number is no reason to lose the pair.
+                "evidence": {"type": "array", "maxItems": max(1, n_lines), "items": {"type": "integer"}}}}
+
+
+def qa_schema(types: Sequence[str], n_qa: int, n_lines: int, cfg: SynthesizeConfig) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "required": ["qa_pairs"],
+            "properties": {"qa_pairs": {"type": "array", "minItems": n_qa, "maxItems": n_qa,
+                                        "items": qa_item_schema(types, n_lines, cfg)}}}
+
+
+def build_request(ann: dict[str, Any], kind: str, prompt: Prompt, cfg: SynthesizeConfig) -> LLMRequest:
+    transcript, covered = numbered_transcript(ann)
+    plan = pair_plan(kind, ann, cfg)
+    duration = ann.get("duration_s") or max((s["end_s"] for s in ann.get("segments") or []), default=0.0)
+    messages = prompt.render(transcript=transcript, n_qa=len(plan), duration_s=f"{duration:.0f}",
+                             pair_plan="\n".join(f"{i + 1}. {t}, {r}" for i, (t, r) in enumerate(plan)))
+    schema = qa_schema(available_types(kind, ann), len(plan), len(covered), cfg)
+    return LLMRequest(messages=messages, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
+                      seed=cfg.seed, json_schema=schema, schema_name=f"{kind}_pairs",
+                      tag={"clip_id": ann["clip_id"], "kind": kind, "covered": covered, "plan": plan})
+
+
+def to_records(res: LLMResult, ann: dict[str, Any], kind: str, prompt: Prompt,
+               cfg: SynthesizeConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """QA records from one reply; from an invalid reply the items that pass the item schema are kept."""
+    covered = res.tag["covered"]
+    base = {"clip_id": ann["clip_id"], "kind": kind}
+    items = (res.data or {}).get("qa_pairs") if isinstance(res.data, dict) else None
+    if not isinstance(items, list):
+        return [], [{**base, "filter": "llm", "reason": f"{res.error_kind}: {res.error}", "cache_key": res.key}]
+    item_schema = qa_item_schema(available_types(kind, ann), len(covered), cfg)
+    qas, rejects = [], []
+    for i, item in enumerate(items):
+        qa_id = f"{kind}-{ann['clip_id']}-{i:02d}"
+        if err := schema_error(item_schema, item):
+            rejects.append({**base, "qa_id": qa_id, "filter": "schema", "cache_key": res.key,
+                            "reason": f"item {i}: {err}",
+                            "question": item.get("question") if isinstance(item, dict) else None})
+            continue
+        segs = sorted({s for line in item["evidence"] if 1 <= line <= len(covered) for s in covered[line - 1]})
+        qas.append({"qa_id": qa_id, "clip_id": ann["clip_id"], "split": ann.get("split"), "kind": kind,
+                    "question_type": item["question_type"], "reasoning": item["reasoning"],
+                    "question": item["question"].strip(), "answer": item["answer"].strip(),
+                    "evidence_segments": segs, "model": res.model, "prompt_file": prompt.name,
+                    "prompt_sha256": prompt.sha256, "sampling": cfg.sampling(), "cache_key": res.key})
+    if len(items) < cfg.n_qa[kind]:
+        rejects.append({**base, "filter": "schema", "cache_key": res.key,
+                        "reason": f"reply held {len(items)} of {cfg.n_qa[kind]} requested pairs"})
+    return qas, rejects
+
+
+def generate(client: LLMClient, clips: Iterable[dict[str, Any]], cfg: SynthesizeConfig,
+             prompts: dict[str, Prompt]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """One call per clip and kind, all through the client (cached, resumable). Returns (qas, rejects, counts)."""
+    clips = list(clips)
+    jobs = [(ann, kind) for kind in cfg.kinds for ann in clips]
+    results = client.complete(build_request(ann, kind, prompts[kind], cfg) for ann, kind in jobs)
+    qas, rejects = [], []
+    for (ann, kind), res in zip(jobs, results):
+        q, r = to_records(res, ann, kind, prompts[kind], cfg)
+        qas += q
+        rejects += r
+    planned = Counter((kind, t) for ann, kind in jobs for t, _ in pair_plan(kind, ann, cfg))
+    counts = {"n_calls_ok": sum(r.ok for r in results), "n_calls_failed": sum(not r.ok for r in results),
+              "requested": {k: sum(cfg.n_qa[k] for a, kk in jobs if kk == k) for k in cfg.kinds},
+              "planned_types": {f"{k}/{t}": n for (k, t), n in sorted(planned.items())}}
+    return qas, rejects, counts
+
+
+def funnel_rows(counts: dict[str, Any], qas: Sequence[dict], filter_funnel: Sequence[dict]) -> list[dict[str, Any]]:
+    """The whole funnel per kind: requested pairs -> schema-valid pairs returned -> each post-filter."""
+    rows = []
+    for kind, n_req in counts["requested"].items():
+        n_ret = sum(q["kind"] == kind for q in qas)
+        rows += [{"kind": kind, "step": "requested", "n_in": n_req, "n_removed": 0, "n_out": n_req},
+                 {"kind": kind, "step": "returned_schema_valid", "n_in": n_req, "n_removed": n_req - n_ret,
+                  "n_out": n_ret}]
+        rows += [r for r in filter_funnel if r["kind"] == kind]
+    return rows
+
+
+def generator_info(endpoint: Any, client: LLMClient) -> dict[str, Any]:
+    """Provenance of the generator for stage.json: endpoint(s), limits, and the GGUF hash when embedded."""
+    info = {k: v for k, v in client.describe().items() if k != "model"}
+    info["embedded"] = bool(getattr(endpoint, "embedded", False))
+    if info["embedded"]:
+        from paraqa_utils.assets import SMOLLM2_GGUF
+        info["sha256"] = next(iter(SMOLLM2_GGUF.sha256.values()))
+    return info
+
+
+def reject_counts(rejects: Sequence[dict]) -> list[dict[str, Any]]:
+    """Rejects per kind and filter, with one example reason each (for the notebook)."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rejects:
+        groups.setdefault((r["kind"], r["filter"]), []).append(r)
+    return [{"kind": k, "filter": f, "n": len(rs), "example_reason": rs[0]["reason"]}
+            for (k, f), rs in sorted(groups.items())]
+
+
+def write_outputs(stage_dir: Path, kept: Sequence[dict], rejects: Sequence[dict]) -> dict[str, int]:
+    """qa_<kind>.jsonl for every kind (empty when not asked for) and rejects.jsonl, each written atomically.
+
+    Written once at the end: a killed stage leaves none of them, and a rerun rebuilds them from the LLM cache."""
+    n = {kind: runs.write_jsonl(Path(stage_dir) / f"qa_{kind}.jsonl", (q for q in kept if q["kind"] == kind))
+         for kind in QUESTION_TYPES}
+    n["rejects"] = runs.write_jsonl(Path(stage_dir) / "rejects.jsonl", rejects)
+    return n
+
+
+def stage_metrics(counts: dict[str, Any], funnel: Sequence[dict], kept: Sequence[dict], rejects: Sequence[dict],
+                  mix: Sequence[dict], ledger: dict[str, Any]) -> dict[str, Any]:
+    """What metrics.json records: survival per kind, removals per filter, type mix, throughput and the ledger."""
+    survival = {}
+    for kind, n_req in counts["requested"].items():
+        ret = next(r["n_out"] for r in funnel if r["kind"] == kind and r["step"] == "returned_schema_valid")
+        n_kept = sum(q["kind"] == kind for q in kept)
+        survival[kind] = {"requested": n_req, "returned": ret, "kept": n_kept,
+                          "kept_of_requested": round(n_kept / n_req, 4) if n_req else None,
+                          "kept_of_returned": round(n_kept / ret, 4) if ret else None}
+    returned = sum(v["returned"] for v in survival.values())
+    spent_s = ledger["wall_s"] if ledger["calls"] else 0.0
+    return {"n_qa": {k: v["kept"] for k, v in survival.items()}, "survival": survival,
+            "removed_by_filter": dict(Counter(r["filter"] for r in rejects)),
+            "funnel": list(funnel), "type_mix": list(mix), "planned_types": counts["planned_types"],
+            "n_calls_ok": counts["n_calls_ok"], "n_calls_failed": counts["n_calls_failed"],
+            "qa_per_minute": round(returned / spent_s * 60, 2) if spent_s else None,
+            "completion_tokens_per_s": round(ledger["completion_tokens"] / spent_s, 2) if spent_s else None,
+            "llm_ledger": ledger}

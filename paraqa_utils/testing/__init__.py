@@ -1,0 +1,1 @@
+"""Fakes and tiny models for tests and benchmarks only: never imported by the pipeline."""

@@ -1,0 +1,92 @@
+"""Shared text helpers: the label vocabulary, tokens, label-word mentions, and the one sentence embedder."""
+from __future__ import annotations
+
+import re
+from typing import Callable, Sequence
+
+import numpy as np
+
+from paraqa_utils import prompts
+
+# The paper's nine categories (PAPER.md §1); the embedded corpus renders six of them.
+EMOTIONS = ("angry", "disgusted", "fearful", "happy", "neutral", "other", "sad", "surprised", "unknown")
+# Categories that say nothing a question could be about (PAPER.md §2: CPQA needs a usable emotion).
+UNUSABLE_EMOTIONS = (None, "", "unknown", "other")
+GENDERS = ("female", "male")
+DIMENSIONS = ("valence", "arousal", "dominance")
+# Spellings found in common checkpoints and corpora (IEMOCAP, RAVDESS, CREMA-D, superb, MSP-Podcast).
+LABEL_ALIASES = {
+    "ang": "angry", "anger": "angry", "angry": "angry", "mad": "angry",
+    "dis": "disgusted", "disgust": "disgusted", "disgusted": "disgusted",
+    "fea": "fearful", "fear": "fearful", "fearful": "fearful", "afraid": "fearful",
+    "hap": "happy", "happy": "happy", "happiness": "happy", "joy": "happy", "exc": "happy",
+    "neu": "neutral", "neutral": "neutral",
+    "sad": "sad", "sadness": "sad",
+    "sur": "surprised", "surprise": "surprised", "surprised": "surprised",
+    "oth": "other", "other": "other", "xxx": "unknown", "unk": "unknown", "unknown": "unknown",
+    "female": "female", "f": "female", "woman": "female", "male": "male", "m": "male", "man": "male",
+    "valence": "valence", "val": "valence", "v": "valence", "arousal": "arousal", "aro": "arousal",
+    "a": "arousal", "activation": "arousal", "dominance": "dominance", "dom": "dominance", "d": "dominance",
+}
+NEGATIONS = {"not", "no", "never", "without", "hardly", "nor", "neither", "barely"}
+TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
+Embed = Callable[[Sequence[str]], np.ndarray]  # texts -> L2-normalised rows
+
+
+def tokens(text: str) -> list[str]:
+    return TOKEN.findall(text.lower())
+
+
+def word_lines(name: str) -> list[str]:
+    """The non-comment lines of one of our word-list files (prompts/), or of a user's file by path."""
+    return [ln.strip() for ln in prompts.path(name).read_text().splitlines()
+            if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def label_lexicon(name: str) -> dict[str, dict[str, set[str]]]:
+    """{'emotion': {word: {labels}}, 'gender': {word: {labels}}} from `<facet>.<label>: w, w` lines."""
+    lex: dict[str, dict[str, set[str]]] = {"emotion": {}, "gender": {}}
+    for ln in word_lines(name):
+        head, _, words = ln.partition(":")
+        facet, _, label = head.strip().partition(".")
+        for w in (x.strip().lower() for x in words.split(",") if x.strip()):
+            lex.setdefault(facet, {}).setdefault(w, set()).add(label)
+    return lex
+
+
+def mentions(text: str, lexicon: dict[str, set[str]], spoken: set[str]) -> list[tuple[str, set[str]]]:
+    """Label words used in `text` as the speaker's state: not negated nearby, not merely words the speaker said."""
+    toks = tokens(text)
+    out = []
+    for i, t in enumerate(toks):
+        if t in lexicon and t not in spoken:
+            before = toks[max(0, i - 3):i]
+            if not any(b in NEGATIONS or b.endswith("n't") for b in before):
+                out.append((t, lexicon[t]))
+    return out
+
+
+def minilm_embedder(spec: str = "", batch_size: int = 64) -> Embed:
+    """all-MiniLM-L6-v2 (the embedded asset, or a path / hub id) with mean pooling, rows L2-normalised."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from paraqa_utils.assets import resolve_model
+
+    loaded: list = []  # the model loads on first use: a stage with nothing to compare never pays for it
+
+    def embed(texts: Sequence[str]) -> np.ndarray:
+        if not loaded:
+            path = resolve_model("embedder", spec)
+            loaded.extend([AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()])
+        tok, model = loaded
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(texts), batch_size):
+                enc = tok(list(texts[i:i + batch_size]), padding=True, truncation=True, max_length=128,
+                          return_tensors="pt")
+                hidden = model(**enc).last_hidden_state
+                mask = enc["attention_mask"].unsqueeze(-1).float()
+                out.append(torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1))
+        return torch.cat(out).numpy() if out else np.zeros((0, 384), dtype=np.float32)
+    return embed

@@ -18,12 +18,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from paraqa_utils import corpus
+from paraqa_utils import corpus, params
 from paraqa_utils.corpus import tts
 
 
 def corpus_rate(n_clips: int, n_workers: int, seed: int, folder: Path) -> tuple[int, float]:
-    cfg = corpus.CorpusConfig(n_clips=n_clips, n_workers=n_workers, seed=seed)
+    cfg = params.stage_config(corpus.CorpusConfig, "00_corpus", {"n_clips": n_clips, "n_workers": n_workers, "seed": seed})
     t0 = time.perf_counter()
     clips, rejects = corpus.build_synthetic(folder / "00_corpus", cfg, progress=False)
     wall = time.perf_counter() - t0

@@ -31,7 +31,7 @@ def _child(part: str, run: Path, threads: int) -> dict:
     import torch
 
     from paraqa_utils import finetune, runs
-    from paraqa_utils.finetune import plan as finetune_stage
+    from paraqa_utils.finetune import conditions as finetune_stage
     from paraqa_utils.finetune import speech_data
     from paraqa_utils.finetune.config import make_config
     from paraqa_utils.params import load_profile
@@ -71,7 +71,7 @@ def _child(part: str, run: Path, threads: int) -> dict:
     else:  # demo: the notebook's own calls with the demo profile's 04 block
         block = dict(load_profile("demo")["04_finetune"])
         conditions, zero_shot = block.pop("conditions", "all"), block.pop("zero_shot", True)
-        base = FinetuneConfig.from_dict({**block, "progress": False, "torch_threads": threads})
+        base = make_config(**{**block, "progress": False, "torch_threads": threads})
         stage = runs.Stage(run, "04_finetune")
         t0 = time.perf_counter()
         plan = finetune_stage.plan(stage, base, conditions, zero_shot)

@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from paraqa_utils import judge
 from paraqa_utils.llm import server as llm_server  # noqa: E402
-from paraqa_utils.llm.client import LLMClient  # noqa: E402
+from paraqa_utils.llm import LLMClient  # noqa: E402
 from tests.unit.test_llm_fakes import FakeLLMServer  # noqa: E402
 
 EMOS = ["happy", "sad", "angry", "afraid", "surprised", "calm"]

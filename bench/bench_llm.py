@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from paraqa_utils import llm  # noqa: E402
-from paraqa_utils.llm.client import LLMClient, LLMRequest  # noqa: E402
+from paraqa_utils.llm import LLMClient, LLMRequest  # noqa: E402
 
 
 def rss_mib() -> float:
@@ -96,6 +96,7 @@ def cached(n_items: int) -> None:
 
 def embedded(n_clips: int, threads: int) -> None:
     from paraqa_utils.llm import server as llm_server
+    from paraqa_utils import params
     from paraqa_utils import synthesize as S
     from tests.unit.test_synthesize import make_annotation
 
@@ -104,7 +105,8 @@ def embedded(n_clips: int, threads: int) -> None:
              ("Who left the door of the lab open", "angry", "female", 0.15),
              ("I heard a noise in the basement", "fearful", "male", 0.25)]
     anns = [make_annotation(f"b{i}", [lines[i % 4], lines[(i + 1) % 4]]) for i in range(n_clips)]
-    cfg = S.SynthesizeConfig(n_qa={"cpqa": 3, "pqa_star": 2}, max_tokens=500)
+    cfg = params.stage_config(S.SynthesizeConfig, "02_synthesize",
+                              {"n_qa_cpqa_per_clip": 3, "n_qa_pqa_star_per_clip": 2, "max_tokens": 500})
     prompts = {k: S.load_prompt(cfg.prompt_files[k]) for k in cfg.kinds}
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

@@ -17,7 +17,8 @@ import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from paraqa_utils import runs
+from paraqa_utils import params, runs  # noqa: E402
+from paraqa_utils.explicit_merge import MergeConfig  # noqa: E402
 from paraqa_utils.explicit_merge import exports
 from paraqa_utils.explicit_merge import mixtures  # noqa: E402
 
@@ -64,8 +65,8 @@ def main() -> None:
         clips, anns, qa_by_clip, _ = mixtures.load_inputs(st)
         t_load = time.perf_counter() - t0
         t0 = time.perf_counter()
-        paths, counts, _ = mixtures.build_conditions(st, ["implicit"], clips, anns, qa_by_clip, 0, "numbers", True,
-                                                     "annotator", {})
+        cfg = params.stage_config(MergeConfig, "03_explicit_merge", {"conditions": ["implicit"]})
+        paths, counts, _ = mixtures.build_conditions(st, cfg, clips, anns, qa_by_clip)
         t_merge = time.perf_counter() - t0
         n = sum(counts["implicit"].values())
         t0 = time.perf_counter()

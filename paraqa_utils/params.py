@@ -189,7 +189,7 @@ def check_types(cfg: Any) -> list[str]:
     """Fields whose value does not have the annotated type (an int passes for a float, a bool never for an int)."""
     problems = []
     for f in dataclasses.fields(cfg):
-        want = _TYPES.get(str(f.type).split("[")[0].split("|")[0].strip())
+        want = f.type if f.type in _TYPES.values() else _TYPES.get(str(f.type).split("[")[0].split("|")[0].strip())
         value = getattr(cfg, f.name)
         if want is None:
             continue

@@ -75,7 +75,7 @@ def qa_types(mix: pd.DataFrame) -> plt.Figure:
     if len(mix):
         long = mix.melt(id_vars=[c for c in ("kind", "question_type") if c in mix],
                         value_vars=[c for c in ("n_before", "n_after") if c in mix], var_name="when", value_name="n")
-        long["what"] = long.get("kind", "").astype(str) + " " + long["question_type"].astype(str)
+        long["what"] = ((long["kind"].astype(str) + " ") if "kind" in long else "") + long["question_type"].astype(str)
         sns.barplot(long, x="what", y="n", hue="when", ax=ax)
         ax.tick_params(axis="x", rotation=45)
     ax.set(xlabel="", ylabel="QA pairs", title="QA type mix before / after filters")

@@ -60,7 +60,6 @@ def violations(root: Path) -> list[str]:
     edges = imports(root, mods)
     found: list[str] = []
     graph: dict[str, set[str]] = defaultdict(set)
-    aliases: dict[str, dict[str, str]] = defaultdict(dict)
     for src, dst, names, line in edges:
         rel = f"{mods[src].relative_to(root.parent)}:{line}"
         if dst != src:

@@ -12,6 +12,7 @@ from paraqa_utils.stages import KERNEL_NAME, NOTEBOOKS_DIR, STAGES
 
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 ABS_PATH = re.compile(r"(?<![\w.])/(?:home|root|work|Users|tmp|mnt|data|opt)/")
+MAX_CELL_LINES = 15  # a code cell is a step of the story; the parameters cell is exempt
 
 
 def load(p: Path) -> dict:
@@ -29,6 +30,12 @@ def test_numbered_without_gaps_and_one_per_stage():
     nums = [int(n[:2]) for n in names]
     assert nums == list(range(len(nums)))
     assert all(re.fullmatch(r"\d\d_[a-z_]+", n) for n in names)
+
+
+def _is_parameters(nb: dict, src: str) -> bool:
+    return any("parameters" in c.get("metadata", {}).get("tags", []) and
+               ("".join(c["source"]) if isinstance(c["source"], list) else c["source"]) == src
+               for c in nb["cells"] if c["cell_type"] == "code")
 
 
 def problems(nb: dict, name: str) -> list[str]:
@@ -54,6 +61,11 @@ def problems(nb: dict, name: str) -> list[str]:
             out.append("def/class/lambda: logic belongs in paraqa_utils")
         if "sys.path" in src or "os.chdir" in src:
             out.append("sys.path/os.chdir edits")
+        flow = [type(n).__name__.lower() for n in tree.body if isinstance(n, (ast.For, ast.AsyncFor, ast.While, ast.If))]
+        if flow:
+            out.append(f"{'/'.join(sorted(set(flow)))} statement in a cell: loops and branches belong in paraqa_utils")
+        if len(src.strip().splitlines()) > MAX_CELL_LINES and not _is_parameters(nb, src):
+            out.append(f"a code cell of {len(src.strip().splitlines())} lines (at most {MAX_CELL_LINES}): {src[:40]!r}")
     if ABS_PATH.search(json.dumps(nb)):
         out.append("absolute machine path")
     return out
@@ -88,6 +100,10 @@ def test_hygiene_check_catches_each_problem():
         "sys.path": lambda nb: nb["cells"][2].update(source="import sys\nsys.path.insert(0, 'x')"),
         "absolute machine path": lambda nb: nb["cells"][2].update(source="p = '" + "/" + "home/alice/data'"),
         "kernel": lambda nb: nb["metadata"]["kernelspec"].update(name="python3"),
+        "for statement": lambda nb: nb["cells"][2].update(source="for x in range(3):\n    print(x)"),
+        "if statement": lambda nb: nb["cells"][2].update(source="if True:\n    print(1)"),
+        "while statement": lambda nb: nb["cells"][2].update(source="while False:\n    pass"),
+        "a code cell of 16 lines": lambda nb: nb["cells"][2].update(source="\n".join(f"x{i} = {i}" for i in range(16))),
     }
     for what, plant in plants.items():
         nb = copy.deepcopy(base)

@@ -3,53 +3,57 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 from paraqa_utils.annotate import quality as metrics_lib
 from paraqa_utils import runs
 from paraqa_utils.audio import resolve_audio
+from paraqa_utils.params import check_types
 from paraqa_utils.annotate import asr
 from paraqa_utils.annotate import condense
 from paraqa_utils.annotate import recognisers
-from paraqa_utils.annotate.steps import Prepared, label_windows, prepare, transcribe  # noqa: F401 (stage API)
+from paraqa_utils.annotate.steps import Prepared
 from paraqa_utils.text import DIMENSIONS
 
 
 @dataclass
 class AnnotateConfig:
-    """Every knob of the stage (the notebook's parameters cell, validated)."""
-    seed: int = 0
-    n_workers: int = 2
-    device: str = "cpu"
-    min_rms_dbfs: float = -55.0
-    vad_threshold: float = 0.5
-    vad_min_speech_ms: int = 250
-    vad_min_silence_ms: int = 300
-    window_s: float = 2.0
-    context_s: float = 1.0
-    asr_backend: str = "faster-whisper"
-    asr_model: str = ""
-    asr_language: str = "en"
-    asr_beam_size: int = 1
-    asr_pack_s: float = 28.0
-    asr_gap_s: float = 1.0
-    emotion_backends: str = "acoustic"
-    gender_backends: str = "acoustic"
-    dimensional_backends: str = "acoustic"
-    acoustic_features: str = "egemaps"
-    label_map: str = ""
-    consistency_filter: bool = True
-    valence_positive_above: float = 0.5
-    valence_negative_below: float = 0.4
-    occurrence_min_share: float = 0.5
-    balance_max_ratio: float = 0.0
-    transcript_verbalise: str = "numbers"
+    """Every knob of stage 01, each a parameter of 01_annotate.ipynb of the same name and with no default here:
+    its one default is the notebook's parameters cell (`stage.config(AnnotateConfig, globals())`)."""
+    seed: int
+    n_workers: int
+    device: str
+    min_rms_dbfs: float
+    vad_threshold: float
+    vad_min_speech_ms: int
+    vad_min_silence_ms: int
+    window_s: float
+    context_s: float
+    asr_backend: str
+    asr_model: str
+    asr_language: str
+    asr_beam_size: int
+    asr_pack_s: float
+    asr_gap_s: float
+    emotion_backends: str
+    gender_backends: str
+    dimensional_backends: str
+    acoustic_features: str
+    label_map: str
+    consistency_filter: bool
+    valence_positive_above: float
+    valence_negative_below: float
+    occurrence_min_share: float
+    balance_max_ratio: float
+    transcript_verbalise: str
     backends: dict[str, list[str]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         from paraqa_utils.annotate.features import parse_kinds
 
+        problems = check_types(self)
+        if problems:  # the value checks below assume the right types
+            raise ValueError("annotation settings:\n  - " + "\n  - ".join(problems))
         if self.asr_backend not in asr.ASR_BACKENDS:
             raise ValueError(f"asr_backend '{self.asr_backend}' unknown; use one of {asr.ASR_BACKENDS}")
         self.backends = {t: recognisers.parse_backends(getattr(self, f"{t}_backends"), t)
@@ -76,6 +80,20 @@ def load_clips(stage: runs.Stage) -> list[dict[str, Any]]:
     for c in clips:
         c["audio_file"] = str(resolve_audio(stage.run_dir, c["audio_path"]))
     return clips
+
+
+def clip_summary(clips: Sequence[dict]):
+    """Clips and seconds of audio per split (what the stage reads)."""
+    import pandas as pd
+
+    return pd.DataFrame(clips).groupby("split").agg(n_clips=("clip_id", "size"), audio_s=("duration_s", "sum"))
+
+
+def recogniser_table(labels: dict[str, Any]):
+    """One row per trained recogniser (what label_windows reports about it)."""
+    import pandas as pd
+
+    return pd.DataFrame(labels["recognisers"]).T
 
 
 # --- records ---------------------------------------------------------------------------------------------------
@@ -217,6 +235,12 @@ def prep_summary(prep: Prepared):
                         "duration_s": p["duration_s"]} for p in prep.clips.values()])
     return df.groupby(["status", "reason"]).agg(n_clips=("n_windows", "size"), n_windows=("n_windows", "sum"),
                                                 audio_s=("duration_s", "sum"))
+
+
+def example_text(records: Sequence[dict]) -> str:
+    """The first kept record (else the first one) as `clip emotion gender` and its annotated transcript."""
+    example = next((r for r in records if r["kept"]), records[0])
+    return f"{example['clip_id']} {example['dominant_emotion']} {example['gender']}\n{example['annotated_transcript']}"
 
 
 def write_outputs(stage: runs.Stage, records: Sequence[dict], rejects: Sequence[dict],

@@ -1,4 +1,4 @@
-"""Real corpora into the clip manifest: MSP-Podcast, IEMOCAP, CREMA-D, RAVDESS, generic CSV/JSONL, plumbing set."""
+"""Real corpora into the clip manifest: MSP-Podcast, IEMOCAP, CREMA-D, RAVDESS, generic CSV/JSONL, real speech."""
 from __future__ import annotations
 
 import math
@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from paraqa_utils import audio, runs
 from paraqa_utils.text import EMOTIONS, LABEL_ALIASES
 from paraqa_utils.corpus.manifest import SPLITS, CorpusError, seg
-from paraqa_utils.corpus.real_speech import fetch_plumbing, load_plumbing
+from paraqa_utils.corpus.real_speech import fetch_real_speech, load_real_speech
 
 MSP_EMOTIONS = {"A": "angry", "S": "sad", "H": "happy", "U": "surprised", "F": "fearful", "D": "disgusted",
                 "C": "other", "N": "neutral", "O": "other", "X": None}  # C = contempt; X = no consensus
@@ -236,7 +236,7 @@ def check_audio(path: Path, clip_id: str, stage_dir: Path, sample_rate_hz: int) 
 
 LOADERS: dict[str, Callable[..., tuple[list[dict], list[dict]]]] = dict(
     msp_podcast=load_msp_podcast, iemocap=load_iemocap, crema_d=load_crema_d, ravdess=load_ravdess,
-    manifest=load_manifest, plumbing=load_plumbing)
+    manifest=load_manifest, real_speech=load_real_speech)
 
 
 def load(source: str, corpus_path: str | Path, stage_dir: Path, seed: int = 0, n_clips: int = 0,
@@ -244,8 +244,8 @@ def load(source: str, corpus_path: str | Path, stage_dir: Path, seed: int = 0, n
     """Any real corpus as (clips, rejects) in the manifest format; n_clips > 0 keeps a seeded sample of clips."""
     if source not in LOADERS:
         raise CorpusError(f"unknown source '{source}'; known: synthetic, {', '.join(LOADERS)}")
-    if source == "plumbing":
-        root = fetch_plumbing(Path(corpus_path) if corpus_path else runs.cache_dir())  # corpus_path = a cache root
+    if source == "real_speech":
+        root = fetch_real_speech(Path(corpus_path) if corpus_path else runs.cache_dir())  # corpus_path = a cache root
     else:
         if not corpus_path:
             raise CorpusError(f"source '{source}' needs corpus_path (the corpus folder, or the manifest file)")

@@ -4,11 +4,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,6 +15,7 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 from paraqa_utils import runs
+from paraqa_utils.params import check_types
 from paraqa_utils.corpus import tts
 from paraqa_utils.corpus.manifest import SPLITS, CorpusError
 
@@ -25,27 +25,40 @@ N_UTTERANCE_WEIGHTS = (0.25, 0.35, 0.25, 0.15)  # clips of 1..4 utterances [deci
 
 @dataclass(frozen=True)
 class CorpusConfig:
-    """Every knob of the synthetic corpus; the notebook's parameters map onto it one to one."""
-    n_clips: int = 400
-    seed: int = 0
-    n_workers: int = 2
-    sample_rate_hz: int = 16000
-    min_clip_s: float = 2.0
-    max_clip_s: float = 20.0
-    max_utterances_per_clip: int = 4
-    two_speaker_share: float = 0.3
-    emotion_change_share: float = 0.3
-    congruent_share: float = 0.15
-    incongruent_share: float = 0.15
-    prosody_jitter: float = 1.0
-    vad_jitter_sd: float = 0.1
-    clip_gain_sd_db: float = 3.0
-    pause_min_s: float = 0.2
-    pause_max_s: float = 0.8
-    dev_share: float = 0.15
-    test_share: float = 0.15
+    """Every knob of stage 00, each a parameter of 00_corpus.ipynb of the same name and with no default here:
+    its one default is the notebook's parameters cell (build it with `stage.config(CorpusConfig, globals())`
+    or `params.stage_config(CorpusConfig, "00_corpus", {...})`)."""
+    source: str  # synthetic, or a real corpus (see loaders.LOADERS)
+    corpus_path: str
+    n_clips: int
+    seed: int
+    n_workers: int
+    sample_rate_hz: int
+    min_clip_s: float
+    max_clip_s: float
+    max_utterances_per_clip: int
+    two_speaker_share: float
+    emotion_change_share: float
+    congruent_share: float
+    incongruent_share: float
+    prosody_jitter: float
+    vad_jitter_sd: float
+    clip_gain_sd_db: float
+    pause_min_s: float
+    pause_max_s: float
+    dev_share: float
+    test_share: float
+    manifest_dim_min: float
+    manifest_dim_max: float
+    max_reject_share: float
+    n_measure_clips: int
 
     def __post_init__(self) -> None:
+        problems = check_types(self)
+        if problems:  # the value checks below assume the right types
+            raise CorpusError("invalid corpus settings: " + "; ".join(problems))
+        if not self.synthetic:  # a real corpus: its loader checks what it needs (n_clips 0 = all clips)
+            return
         shares = ("two_speaker_share", "emotion_change_share", "congruent_share", "incongruent_share",
                   "dev_share", "test_share")
         checks = [(self.n_clips >= 3, f"n_clips={self.n_clips}: need at least 3 (one per split)"),
@@ -60,6 +73,15 @@ class CorpusConfig:
         problems = [msg for ok, msg in checks if not ok]
         if problems:
             raise CorpusError("invalid corpus settings: " + "; ".join(problems))
+
+    @property
+    def synthetic(self) -> bool:
+        """The embedded corpus (synthesised here), as opposed to a real one loaded from disk."""
+        return self.source == "synthetic"
+
+    def clips_to_measure(self, clips: list[dict]) -> list[dict]:
+        """The clips whose acoustics are measured: the first n_measure_clips, or all when it is 0."""
+        return clips[:self.n_measure_clips] if self.n_measure_clips > 0 else clips
 
 
 def load_scripts(path: Path = SCRIPTS_FILE) -> pd.DataFrame:

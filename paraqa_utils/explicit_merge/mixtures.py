@@ -10,8 +10,8 @@ from typing import Any, Iterable, Iterator
 from paraqa_utils.explicit_merge import labels as em
 from paraqa_utils import runs
 from paraqa_utils.explicit_merge import exports
+from paraqa_utils.explicit_merge.config import MergeConfig
 
-TASKS = ("asr", "emotion", "gender", "pqa_star", "cpqa")
 TEST_SETS = ("cpqa_ref", "cpqa_llm", "emotion", "gender")
 
 
@@ -202,27 +202,25 @@ def load_inputs(stage: runs.Stage) -> tuple[dict, dict, dict[str, list[dict]], C
     return clips, anns, qa_by_clip, counts
 
 
-def build_conditions(stage: runs.Stage, conditions: list[str], clips: dict, anns: dict, qa_by_clip: dict,
-                     seed: int, mode: str, include_gender: bool, label_source: str,
-                     caps: dict[str, int]) -> tuple[dict[str, Path], dict[str, dict[str, int]], dict]:
-    """Write train_<condition>.jsonl for each condition plus conditions.json; returns paths, counts, bins."""
-    unknown = [c for c in conditions if c not in em.CONDITIONS]
-    if unknown:
-        raise em.MergeError(f"unknown condition(s) {unknown}; known: {', '.join(em.CONDITIONS)}")
+def build_conditions(stage: runs.Stage, cfg: MergeConfig, clips: dict, anns: dict,
+                     qa_by_clip: dict) -> tuple[dict[str, Path], dict[str, dict[str, int]], dict]:
+    """Write train_<condition>.jsonl for each of cfg.conditions plus conditions.json and label_bins.json, with
+    cfg's explicit mode, gender, template label source, seed and per-task caps; returns paths, counts, bins."""
     bank = em.load_bank(em.TEMPLATES_FILE)
     bins = em.label_bins(anns.values())
-    order = clip_order(anns, seed)
+    order = clip_order(anns, cfg.seed)
+    mode, include_gender, caps = cfg.explicit_mode, cfg.explicit_gender, cfg.caps
     paths, counts = {}, {}
-    for cond in conditions:
+    for cond in cfg.conditions:
         spec = em.CONDITIONS[cond]
-        sources = {t: task_stream(t, order, clips, anns, qa_by_clip, bank, seed, label_source, caps.get(t, -1))
-                   for t in spec["tasks"]}
+        sources = {t: task_stream(t, order, clips, anns, qa_by_clip, bank, cfg.seed, cfg.template_label_source,
+                                  caps[t]) for t in spec["tasks"]}
         paths[cond] = stage.dir / f"train_{cond}.jsonl"
         counts[cond] = dict(write_condition(paths[cond], cond, sources, anns, clips, spec["explicit"], mode, bins,
                                             include_gender, stage.run_dir))
     runs.write_json(stage.dir / "conditions.json",
                     {c: {"train_file": paths[c].name, "explicit": em.CONDITIONS[c]["explicit"],
                          "tasks": list(em.CONDITIONS[c]["tasks"]), "explicit_mode": mode,
-                         "explicit_gender": include_gender} for c in conditions})
+                         "explicit_gender": include_gender} for c in cfg.conditions})
     runs.write_json(stage.dir / "label_bins.json", bins)
     return paths, counts, bins

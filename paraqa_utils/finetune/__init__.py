@@ -1,4 +1,7 @@
-"""Stage 04 (notebooks/04_finetune): the Speech-LLM, its training loop and predictions."""
-from paraqa_utils.finetune.config import DTYPES, TRAIN_MODES, ZERO_SHOT, ConfigError, FinetuneConfig, load_config, make_config, save_config  # noqa: F401
-from paraqa_utils.finetune.speech_data import EncoderCache, PromptFormat, collate, encode_records  # noqa: F401
-from paraqa_utils.finetune.condition import USAGE, build_model, fingerprint, save_weights, predict, run_condition, main  # noqa: F401
+"""Stage 04 (notebooks/04_finetune): the Speech-LLM, its training loop and predictions (`python -m paraqa_utils.finetune`)."""
+from paraqa_utils.finetune.condition import build_model, run_condition  # noqa: F401
+from paraqa_utils.finetune.conditions import (finish, loss_curves, merge_predictions, plan, plan_table,  # noqa: F401
+                                              plot_loss_curves, prediction_counts, prediction_examples, run_plan,
+                                              summary_table)
+from paraqa_utils.finetune.config import (ZERO_SHOT, ConfigError, FinetuneConfig, load_config,  # noqa: F401
+                                          make_config, save_config)

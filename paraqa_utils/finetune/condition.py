@@ -15,8 +15,7 @@ from paraqa_utils import runs
 from paraqa_utils.finetune import distributed
 from paraqa_utils.finetune import speech_llm
 from paraqa_utils.finetune import training
-from paraqa_utils.finetune.config import (DTYPES, TRAIN_MODES, ZERO_SHOT, ConfigError,  # noqa: F401
-                                          FinetuneConfig, load_config, save_config)
+from paraqa_utils.finetune.config import ConfigError, FinetuneConfig, load_config, save_config
 from paraqa_utils.finetune.speech_data import EncoderCache, PromptFormat, collate, encode_records
 
 USAGE = """Train one condition and answer every test set; the notebook calls run_condition() with the same config.

@@ -75,10 +75,11 @@ def full_tensor(p: torch.Tensor) -> torch.Tensor:
 
 def load_into(param: torch.Tensor, value: torch.Tensor) -> None:
     """Copy a full tensor into a parameter, taking this rank's shard when FSDP sharded it."""
-    if hasattr(param, "device_mesh"):
-        from torch.distributed.tensor import distribute_tensor
+    with torch.no_grad():  # a trainable sharded parameter's local view refuses in-place copies under autograd
+        if hasattr(param, "device_mesh"):
+            from torch.distributed.tensor import distribute_tensor
 
-        shard = distribute_tensor(value.to(param.device, param.dtype), param.device_mesh, param.placements)
-        param.to_local().copy_(shard.to_local())
-    else:
-        param.data.copy_(value.to(param.device, param.dtype))
+            shard = distribute_tensor(value.to(param.device, param.dtype), param.device_mesh, param.placements)
+            param.to_local().copy_(shard.to_local())
+        else:
+            param.data.copy_(value.to(param.device, param.dtype))

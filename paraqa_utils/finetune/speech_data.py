@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import numpy as np
 import torch
 
 from paraqa_utils import audio
@@ -140,7 +139,7 @@ def encode_records(records: Iterable[dict[str, Any]], fmt: PromptFormat, run_dir
             k: rec.get(k) for k in ("test_set", "question_type", "clip_id")}
         try:
             n_samples = audio.n_samples(path)
-        except RuntimeError:  # soundfile cannot read it: as good as missing
+        except (RuntimeError, audio.AudioError):  # soundfile cannot read it: as good as missing
             _missing(counts, uid)
             continue
         try:

@@ -1,3 +1,9 @@
 """Stage 05 (notebooks/05_judge): LLM judges, label mapping and the judge's own validation."""
-from paraqa_utils.llm.client import LLMClient, LLMRequest  # noqa: F401
-from paraqa_utils.judge.llm_judge import RUBRICS, SCALE_TO_100, LAST_RATING, LAST_INT, JudgeConfig, rubric_path, rubric_text, rubric_sha, schema, fill, parse_rating, requests_for, judge_items, OPEN_SETS, LABEL_SETS, load_items, scores_table  # noqa: F401
+from paraqa_utils.judge.llm_judge import load_items, scores_table  # noqa: F401
+from paraqa_utils.judge.panel import (judge_metrics, ledger_table, run_llm_judges, swap_probes,  # noqa: F401
+                                      write_classification, write_label_mapping, write_similarity, write_validation)
+from paraqa_utils.judge.settings import JudgeSettings  # noqa: F401
+from paraqa_utils.text import minilm_embedder  # noqa: F401
+
+# Not called by the notebook, kept for bench/bench_judge.py and tests/unit/test_synthesize.py:
+from paraqa_utils.judge.llm_judge import JudgeConfig, judge_items, rubric_path  # noqa: F401,E402

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from paraqa_utils import prompts, runs
-from paraqa_utils.llm.client import LLMClient, LLMRequest
+from paraqa_utils.llm import LLMClient, LLMRequest
 
 RUBRICS = {"rubric_v1": 5, "rubric_para_v1": 5, "binary_v1": 1}  # name -> top rating
 SCALE_TO_100 = {5: 20.0, 1: 100.0}  # the paper reports mean x 20 (0-5) and x 100 (0/1)

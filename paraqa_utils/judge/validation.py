@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,7 @@ DESCRIPTIONS = {
 
 
 def map_labels(answers: Sequence[str], facet: str, labels: Sequence[str], embed: Embed | None,
-               min_similarity: float = 0.3) -> list[tuple[str | None, str]]:
+               min_similarity: float) -> list[tuple[str | None, str]]:
     """Each answer -> (label or None, method): a unique keyword label first, else the nearest description.
 
     Keyword hits naming several labels are ambiguous and go to the embedding step too; below `min_similarity`
@@ -147,7 +147,7 @@ def swap_report(j: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def label_table(label_items: list[dict[str, Any]], embed: Embed | None, min_similarity: float = 0.3) -> pd.DataFrame:
+def label_table(label_items: list[dict[str, Any]], embed: Embed | None, min_similarity: float) -> pd.DataFrame:
     """Label-set items with each answer mapped to a label (`mapped`, `map_method`) and `correct` (0/1)."""
     lab = pd.DataFrame(label_items)
     if lab.empty:

@@ -20,11 +20,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import openai
 
-from paraqa_utils.llm.limits import LOOPBACK, LLMConfigError, RateLimiter, api_key_for, public_url  # noqa: F401
-from paraqa_utils.llm.replies import (RETRY_STATUS, check_reply, error_kind, parse_json_reply,  # noqa: F401
-                                      retry_after_s, schema_error)
+from paraqa_utils.llm.limits import LLMConfigError, RateLimiter, api_key_for, public_url
+from paraqa_utils.llm.replies import check_reply, error_kind, retry_after_s
 from paraqa_utils.llm.server import Endpoint
-from paraqa_utils.llm.store import CACHE_FILE, DiskCache, Ledger, LLMRequest, LLMResult, cache_key  # noqa: F401
+from paraqa_utils.llm.store import DiskCache, Ledger, LLMRequest, LLMResult, cache_key
 
 # How a request's schema travels, strongest first: OpenAI/vLLM's json_schema; llama-cpp-python's json_object with
 # a schema (its server refuses json_schema); plain JSON mode; nothing (the reply is still parsed and validated).

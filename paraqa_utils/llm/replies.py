@@ -81,7 +81,10 @@ def retry_after_s(exc: Exception) -> float | None:
         try:
             return max(0.0, float(raw) * scale)
         except ValueError:
-            when = email.utils.parsedate_to_datetime(raw) if scale == 1.0 else None
+            try:  # a malformed header is no reason to give up: fall back to our own back-off
+                when = email.utils.parsedate_to_datetime(raw) if scale == 1.0 else None
+            except (TypeError, ValueError):
+                when = None
             if when is not None:
                 return max(0.0, when.timestamp() - time.time())
     return None

@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from paraqa_utils.params import check_types
 from paraqa_utils.text import UNUSABLE_EMOTIONS, Embed, label_lexicon, mentions, tokens, word_lines
 
 POLAR = re.compile(r"^\s*(?:does|do|did|is|are|was|were|can|could|would|will|has|have|had|should)\b|\bor\b", re.I)
@@ -17,17 +18,24 @@ STEPS = ("references", "form_length", "label_consistency", "dedup_within_clip", 
 
 @dataclass
 class FilterConfig:
-    forbidden_file: str = "forbidden_references_v1.txt"
-    label_words_file: str = "label_words_v1.txt"
-    min_answer_chars: int = 2
-    max_answer_words: int = 80
-    max_question_words: int = 50
-    min_question_words: int = 3  # alphabetic words; "1. C, simple" or "3.9 s" is no question
-    require_question_mark: bool = True
-    ngram_n: int = 3
-    ngram_jaccard: float = 0.6  # questions of one clip sharing this share of word n-grams are duplicates
-    cosine_within_clip: float = 0.9  # question embeddings within one clip
-    cosine_across_set: float = 0.95  # question+answer embeddings across clips (copy-paste QA)
+    """The post-filters' knobs: each a parameter of 02_synthesize.ipynb of the same name, with no default here."""
+    forbidden_references: str  # prompt-folder file of patterns that refer to the inputs
+    label_words: str  # prompt-folder file of emotion and gender words
+    min_answer_chars: int
+    max_answer_words: int
+    max_question_words: int
+    min_question_words: int  # alphabetic words; "1. C, simple" or "3.9 s" is no question
+    require_question_mark: bool
+    dedup_ngram_n: int
+    dedup_ngram_jaccard: float  # questions of one clip sharing this share of word n-grams are duplicates
+    dedup_cosine_within_clip: float  # question embeddings within one clip
+    dedup_cosine_across_set: float  # question+answer embeddings across clips (copy-paste QA)
+    embedder: str  # sentence encoder for near-duplicates (empty: the embedded all-MiniLM-L6-v2)
+
+    def __post_init__(self) -> None:
+        problems = check_types(self)
+        if problems:
+            raise ValueError("filter settings:\n  - " + "\n  - ".join(problems))
 
 
 def forbidden_patterns(name: str) -> list[re.Pattern]:
@@ -76,10 +84,10 @@ def _within_clip(qas: list[dict], emb: np.ndarray, cfg: FilterConfig) -> dict[in
     for idx in groups.values():
         kept: list[int] = []
         for i in idx:
-            grams = ngrams(qas[i]["question"], cfg.ngram_n)
+            grams = ngrams(qas[i]["question"], cfg.dedup_ngram_n)
             for k in kept:
-                jac, cos = jaccard(grams, ngrams(qas[k]["question"], cfg.ngram_n)), float(emb[i] @ emb[k])
-                if jac >= cfg.ngram_jaccard or cos >= cfg.cosine_within_clip:
+                jac, cos = jaccard(grams, ngrams(qas[k]["question"], cfg.dedup_ngram_n)), float(emb[i] @ emb[k])
+                if jac >= cfg.dedup_ngram_jaccard or cos >= cfg.dedup_cosine_within_clip:
                     drop[i] = f"near-duplicate of {qas[k]['qa_id']} (n-gram {jac:.2f}, cosine {cos:.2f})"
                     break
             else:
@@ -107,7 +115,7 @@ def _across_set(qas: list[dict], emb: np.ndarray, cfg: FilterConfig, block: int 
                 cands = [(float(prev[j].max()), kept_rows[int(prev[j].argmax())])] if kept_rows else []
                 cands += [(float(inner[j, m]), rows[m]) for m in new if qas[rows[m]]["clip_id"] != qas[i]["clip_id"]]
                 best = max(cands, default=(-1.0, -1))
-                if best[0] >= cfg.cosine_across_set:
+                if best[0] >= cfg.dedup_cosine_across_set:
                     drop[i] = f"near-duplicate of {qas[best[1]]['qa_id']} from another clip (cosine {best[0]:.2f})"
                 else:
                     new.append(j)
@@ -118,7 +126,7 @@ def _across_set(qas: list[dict], emb: np.ndarray, cfg: FilterConfig, block: int 
 def run_filters(qas: list[dict[str, Any]], annotations: dict[str, dict[str, Any]], cfg: FilterConfig,
                 embed: Embed) -> tuple[list[dict], list[dict], list[dict]]:
     """Apply the filters in order. Returns (kept QA, rejects with filter and reason, funnel rows per kind)."""
-    patterns, lex = forbidden_patterns(cfg.forbidden_file), label_lexicon(cfg.label_words_file)
+    patterns, lex = forbidden_patterns(cfg.forbidden_references), label_lexicon(cfg.label_words)
     rejects: list[dict] = []
     funnel: list[dict] = []
     alive = list(qas)

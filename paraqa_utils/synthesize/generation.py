@@ -4,7 +4,7 @@ Two kinds (PAPER.md step 2): `cpqa` (contextual paralinguistic QA: content C, co
 and `pqa_star` (paralinguistic QA without the contextual reasoning: emotion E, delivery D, gender G). Each call
 asks for a planned mix of question types and of simple vs multi-step reasoning [decided], returns JSON checked
 against a schema, and every QA keeps its clip, segments, model, prompt file and hash, sampling and cache key.
-The post-filters live in `paraqa_utils.qa_filters`.
+The post-filters live in `filters`.
 """
 from __future__ import annotations
 
@@ -13,14 +13,15 @@ import random
 import re
 import string
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from paraqa_utils import runs
+from paraqa_utils.params import check_types
 from paraqa_utils.text import UNUSABLE_EMOTIONS
 from paraqa_utils.prompts import path as prompt_path
-from paraqa_utils.llm.client import LLMClient, LLMRequest, LLMResult, schema_error
+from paraqa_utils.llm import LLMClient, LLMRequest, LLMResult, schema_error
 
 QUESTION_TYPES = {"cpqa": ("C", "CE", "CG"), "pqa_star": ("E", "D", "G")}
 REASONING = ("simple", "multi_step")
@@ -52,23 +53,48 @@ def load_prompt(name: str | Path) -> Prompt:
     return Prompt(path, path.read_text(), runs.sha256_file(path))
 
 
+MAX_QUESTION_CHARS, MAX_ANSWER_CHARS = 300, 600  # schema bounds of one pair
+
+
 @dataclass
 class SynthesizeConfig:
-    """Everything that shapes the requests (and so the cache keys); built from the notebook's parameters."""
-    kinds: tuple[str, ...] = ("cpqa", "pqa_star")
-    n_qa: dict[str, int] = field(default_factory=lambda: {"cpqa": 4, "pqa_star": 2})
-    prompt_files: dict[str, str] = field(default_factory=lambda: {"cpqa": "cpqa_v1.txt",
-                                                                  "pqa_star": "pqa_star_v1.txt"})
+    """Everything that shapes the requests (and so the cache keys): each field a parameter of 02_synthesize.ipynb
+    of the same name, with no default here (its one default is the notebook's parameters cell)."""
+    kinds: list  # of QUESTION_TYPES' keys
+    max_clips: int  # 0: every kept clip
+    n_qa_cpqa_per_clip: int
+    n_qa_pqa_star_per_clip: int
     # CPQA mix implied by the paper's per-type scores (~16 % C, 65 % CE, 19 % CG); PQA* mix is ours [decided].
-    type_weights: dict[str, dict[str, float]] = field(default_factory=lambda: {
-        "cpqa": {"C": 0.16, "CE": 0.65, "CG": 0.19}, "pqa_star": {"E": 0.5, "D": 0.25, "G": 0.25}})
-    multi_step_fraction: float = 0.5
-    temperature: float = 0.7
-    top_p: float = 0.95
-    max_tokens: int = 800
-    seed: int = 0
-    max_question_chars: int = 300
-    max_answer_chars: int = 600
+    cpqa_type_weights: dict
+    pqa_star_type_weights: dict
+    multi_step_fraction: float
+    temperature: float
+    top_p: float
+    max_tokens: int
+    cpqa_prompt: str
+    pqa_star_prompt: str
+    seed: int
+
+    def __post_init__(self) -> None:
+        problems = check_types(self)
+        if not problems:
+            problems = [f"kinds: unknown kind '{k}' (known: {', '.join(QUESTION_TYPES)})" for k in self.kinds
+                        if k not in QUESTION_TYPES]
+        if problems:
+            raise ValueError("synthesis settings:\n  - " + "\n  - ".join(problems))
+
+    @property
+    def n_qa(self) -> dict[str, int]:
+        """Pairs asked per clip, by kind."""
+        return {kind: getattr(self, f"n_qa_{kind}_per_clip") for kind in QUESTION_TYPES}
+
+    @property
+    def prompt_files(self) -> dict[str, str]:
+        return {kind: getattr(self, f"{kind}_prompt") for kind in QUESTION_TYPES}
+
+    @property
+    def type_weights(self) -> dict[str, dict[str, float]]:
+        return {kind: getattr(self, f"{kind}_type_weights") for kind in QUESTION_TYPES}
 
     def sampling(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens, "seed": self.seed}
@@ -147,8 +173,8 @@ def qa_item_schema(types: Sequence[str], n_lines: int, cfg: SynthesizeConfig) ->
             "properties": {
                 "question_type": {"type": "string", "enum": list(types)},
                 "reasoning": {"type": "string", "enum": list(REASONING)},
-                "question": {"type": "string", "minLength": 5, "maxLength": cfg.max_question_chars},
-                "answer": {"type": "string", "minLength": 1, "maxLength": cfg.max_answer_chars},
+                "question": {"type": "string", "minLength": 5, "maxLength": MAX_QUESTION_CHARS},
+                "answer": {"type": "string", "minLength": 1, "maxLength": MAX_ANSWER_CHARS},
                 # Line numbers out of range are dropped in to_records, not fed back: llama.cpp's grammar cannot
                 # bound integers, and a stray number is no reason to lose the pair.
                 "evidence": {"type": "array", "maxItems": max(1, n_lines), "items": {"type": "integer"}}}}
@@ -217,65 +243,3 @@ def generate(client: LLMClient, clips: Iterable[dict[str, Any]], cfg: Synthesize
               "requested": {k: sum(cfg.n_qa[k] for a, kk in jobs if kk == k) for k in cfg.kinds},
               "planned_types": {f"{k}/{t}": n for (k, t), n in sorted(planned.items())}}
     return qas, rejects, counts
-
-
-def funnel_rows(counts: dict[str, Any], qas: Sequence[dict], filter_funnel: Sequence[dict]) -> list[dict[str, Any]]:
-    """The whole funnel per kind: requested pairs -> schema-valid pairs returned -> each post-filter."""
-    rows = []
-    for kind, n_req in counts["requested"].items():
-        n_ret = sum(q["kind"] == kind for q in qas)
-        rows += [{"kind": kind, "step": "requested", "n_in": n_req, "n_removed": 0, "n_out": n_req},
-                 {"kind": kind, "step": "returned_schema_valid", "n_in": n_req, "n_removed": n_req - n_ret,
-                  "n_out": n_ret}]
-        rows += [r for r in filter_funnel if r["kind"] == kind]
-    return rows
-
-
-def generator_info(endpoint: Any, client: LLMClient) -> dict[str, Any]:
-    """Provenance of the generator for stage.json: endpoint(s), limits, and the GGUF hash when embedded."""
-    info = {k: v for k, v in client.describe().items() if k != "model"}
-    info["embedded"] = bool(getattr(endpoint, "embedded", False))
-    if info["embedded"]:
-        from paraqa_utils.assets import SMOLLM2_GGUF
-        info["sha256"] = next(iter(SMOLLM2_GGUF.sha256.values()))
-    return info
-
-
-def reject_counts(rejects: Sequence[dict]) -> list[dict[str, Any]]:
-    """Rejects per kind and filter, with one example reason each (for the notebook)."""
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for r in rejects:
-        groups.setdefault((r["kind"], r["filter"]), []).append(r)
-    return [{"kind": k, "filter": f, "n": len(rs), "example_reason": rs[0]["reason"]}
-            for (k, f), rs in sorted(groups.items())]
-
-
-def write_outputs(stage_dir: Path, kept: Sequence[dict], rejects: Sequence[dict]) -> dict[str, int]:
-    """qa_<kind>.jsonl for every kind (empty when not asked for) and rejects.jsonl, each written atomically.
-
-    Written once at the end: a killed stage leaves none of them, and a rerun rebuilds them from the LLM cache."""
-    n = {kind: runs.write_jsonl(Path(stage_dir) / f"qa_{kind}.jsonl", (q for q in kept if q["kind"] == kind))
-         for kind in QUESTION_TYPES}
-    n["rejects"] = runs.write_jsonl(Path(stage_dir) / "rejects.jsonl", rejects)
-    return n
-
-
-def stage_metrics(counts: dict[str, Any], funnel: Sequence[dict], kept: Sequence[dict], rejects: Sequence[dict],
-                  mix: Sequence[dict], ledger: dict[str, Any]) -> dict[str, Any]:
-    """What metrics.json records: survival per kind, removals per filter, type mix, throughput and the ledger."""
-    survival = {}
-    for kind, n_req in counts["requested"].items():
-        ret = next(r["n_out"] for r in funnel if r["kind"] == kind and r["step"] == "returned_schema_valid")
-        n_kept = sum(q["kind"] == kind for q in kept)
-        survival[kind] = {"requested": n_req, "returned": ret, "kept": n_kept,
-                          "kept_of_requested": round(n_kept / n_req, 4) if n_req else None,
-                          "kept_of_returned": round(n_kept / ret, 4) if ret else None}
-    returned = sum(v["returned"] for v in survival.values())
-    spent_s = ledger["wall_s"] if ledger["calls"] else 0.0
-    return {"n_qa": {k: v["kept"] for k, v in survival.items()}, "survival": survival,
-            "removed_by_filter": dict(Counter(r["filter"] for r in rejects)),
-            "funnel": list(funnel), "type_mix": list(mix), "planned_types": counts["planned_types"],
-            "n_calls_ok": counts["n_calls_ok"], "n_calls_failed": counts["n_calls_failed"],
-            "qa_per_minute": round(returned / spent_s * 60, 2) if spent_s else None,
-            "completion_tokens_per_s": round(ledger["completion_tokens"] / spent_s, 2) if spent_s else None,
-            "llm_ledger": ledger}

@@ -4,6 +4,8 @@ import pandas as pd
 import yaml
 
 from paraqa_utils import analysis, runs
+from paraqa_utils.analysis import tables
+from paraqa_utils.analysis.figures import judge_accuracy_points
 
 
 def judged(n_items=60, seed=0):
@@ -53,14 +55,14 @@ def make_run(name, seed_value, runs_root):
 def test_compare_runs_and_cli(runs_root, capsys):
     make_run("a", 0, runs_root)
     make_run("b", 1, runs_root)
-    side, diff = analysis.compare(["a", "b"])
+    side, diff = tables.compare(["a", "b"])
     assert list(side.columns) == ["a", "b"] and ("j", "implicit") in side.index
     assert list(diff.index) == ["common.seed"]
-    assert analysis.main(["compare", "a", "b"]) == 0
+    assert tables.main(["compare", "a", "b"]) == 0
     assert "common.seed" in capsys.readouterr().out
     (runs_root / "c").mkdir()
     runs.write_json(runs_root / "c" / "manifest.json", {})
-    assert analysis.main(["compare", "a", "c"]) == 2
+    assert tables.main(["compare", "a", "c"]) == 2
 
 
 def test_report_and_missing_inputs(runs_root):
@@ -76,5 +78,59 @@ def test_report_and_missing_inputs(runs_root):
     summary = analysis.stage_summary(st)
     assert summary.set_index("stage").loc["05_judge", "status"] == "running"
     assert summary.set_index("stage").loc["02_synthesize", "status"] == "not run"
-    md, html = analysis.write_report(st, [("Stages", analysis.fmt(summary))], [])
+    md, html = analysis.write_report(st, [("Stages", tables.fmt(summary))], [])
     assert "| 05_judge" in md.read_text() and "<table>" in html.read_text()
+
+
+def test_stage_steps_with_and_without_stage_05(runs_root):
+    """What notebook 06 calls: tables, figures, report sections and metrics, first with 05 missing, then with it."""
+    run = runs.make_run_dir("t", "steps")
+    st0 = runs.Stage(run, "00_corpus")
+    runs.write_jsonl(st0.dir / "clips.jsonl", [{"clip_id": "x", "segments": [
+        {"valence": 0.2, "arousal": 0.7, "emotion": "sad"}, {"valence": None, "arousal": 0.1, "emotion": "sad"}]}])
+    st0.finish()
+    st = runs.Stage(run, "06_analysis")
+    inp = analysis.Inputs(st)
+    classification, validity = analysis.write_classification(st, inp), analysis.write_validity(st, inp)
+    assert classification.empty and validity.empty and (st.dir / "tab_judge_validity.csv").exists()
+    assert {"05_judge/metrics.json", "05_judge/validation.json"} <= set(inp.missing)
+    data = analysis.write_data_tables(st, inp)
+    assert data == {} and analysis.table_shapes(data) == {}
+    empty = analysis.main_table(analysis.item_scores(pd.DataFrame()))
+    figures = analysis.draw_figures(st, inp, analysis.item_scores(pd.DataFrame()), empty, classification, data,
+                                    ["baseline", "implicit"])
+    names = analysis.figure_names(figures)
+    assert len(figures) == 2 * len(names) and len(names) == 6  # no judge: no per-judge score figure
+    assert all((st.dir / n).exists() for n in names)
+    sections = analysis.report_sections(analysis.stage_summary(st), inp.missing, empty, classification, validity,
+                                        data, "cpqa_ref", "baseline")
+    assert [t for t, _ in sections][:2] == ["Stages", "Missing or unfinished inputs"]
+    assert dict(sections)["Judge validity"] == "(none)" and "05_judge/validation.json" in sections[1][1]
+    m = analysis.analysis_metrics(st, inp, figures, empty, 1.234)
+    assert m["n_figures"] == 6 and m["n_tables"] == 2 and m["regenerate_s"] == 1.23 and m["main"] == []
+    assert m["missing_inputs"] == sorted(inp.missing)
+    # with a finished 05: its classification, validation and labels feed the tables and figures
+    st5 = runs.Stage(run, "05_judge")
+    cls = [{"condition": c, "test_set": "emotion", "wa": 0.5, "ua": u, "macro_f1": 0.4} for c, u in
+           (("baseline", 0.3), ("implicit", 0.6))]
+    st5.write_metrics(classification=cls)
+    runs.write_json(st5.dir / "validation.json", {"parse_fail_rate": {"j": 0.0}, "reference_swap": {"j": {"n": 1}}})
+    pd.DataFrame([{"test_set": "emotion", "condition": "baseline", "label": "sad", "mapped": "sad"}]).to_csv(
+        st5.dir / "label_mapping.csv", index=False)
+    st5.finish()
+    st = runs.Stage(run, "06_analysis")
+    inp = analysis.Inputs(st)
+    classification, validity = analysis.write_classification(st, inp), analysis.write_validity(st, inp)
+    assert len(classification) == 2 and validity.loc["parse_fail_rate.j", "value"] == 0.0
+    scores = analysis.item_scores(judged(8))
+    main = analysis.main_table(scores, n_resamples=50)
+    points = judge_accuracy_points(main, classification)
+    assert list(points.columns) == ["judge", "condition", "judge_score", "ua"] and len(points) == 2
+    figures = analysis.draw_figures(st, inp, scores, main, classification, {}, ["baseline", "implicit"])
+    assert analysis.figure_names(figures)[0] == "fig_scores_j.png" and len(analysis.figure_names(figures)) == 7
+    sections = dict(analysis.report_sections(analysis.stage_summary(st), {}, main, classification, validity, {},
+                                             "cpqa_ref", "baseline"))
+    assert "Missing or unfinished inputs" not in sections
+    main_text = sections["Main table (cpqa_ref; judge score 0-100; relative improvement over baseline)"]
+    assert main_text.splitlines()[0].split("|")[1].strip() == "judge" and "p_value" in main_text
+    assert "parse_fail_rate.j" in sections["Judge validity"]

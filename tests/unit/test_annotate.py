@@ -3,10 +3,8 @@ import math
 
 import numpy as np
 import pytest
-import soundfile as sf
 
-from paraqa_utils import audio
-from paraqa_utils import annotate
+from paraqa_utils import annotate, params
 from paraqa_utils.annotate import asr
 from paraqa_utils.annotate import condense
 from paraqa_utils.annotate import recognisers
@@ -30,24 +28,6 @@ def test_best_overlap_picks_the_most_overlapping_span():
     assert vad.best_overlap(1.5, 3.0, spans) == 1
     assert vad.best_overlap(0.0, 1.0, spans) == 0
     assert vad.best_overlap(7.0, 8.0, spans) is None
-
-
-def test_load_audio_rejects_what_it_cannot_trust(tmp_path):
-    with pytest.raises(audio.AudioError, match="missing"):
-        audio.load_audio(tmp_path / "nope.wav")
-    (tmp_path / "bad.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" + bytes(40))
-    with pytest.raises(audio.AudioError, match="unreadable"):
-        audio.load_audio(tmp_path / "bad.wav")
-    x = np.zeros(800, np.float32)
-    x[10] = np.nan
-    sf.write(tmp_path / "nan.wav", x, 16000, subtype="FLOAT")
-    with pytest.raises(audio.AudioError, match="NaN"):
-        audio.load_audio(tmp_path / "nan.wav")
-    t = np.arange(8000) / 8000
-    sf.write(tmp_path / "st8k.wav", np.stack([np.sin(2 * np.pi * 200 * t)] * 2, 1) * 0.5, 8000)
-    y = audio.load_audio(tmp_path / "st8k.wav")
-    assert y.ndim == 1 and abs(len(y) - 16000) <= 1 and 0.3 < np.abs(y).max() <= 1.0
-    assert audio.rms_dbfs(np.zeros(10, np.float32)) == float("-inf")
 
 
 def test_packs_fit_and_cover_every_clip_once():
@@ -166,13 +146,18 @@ def test_foreign_labels_map_or_fail_with_a_recipe():
         recognisers.parse_label_map("calm=neutral")
 
 
+def annotate_cfg(**values):
+    """An AnnotateConfig with these knobs, the rest from 01_annotate.ipynb's parameters cell."""
+    return params.stage_config(annotate.AnnotateConfig, "01_annotate", values)
+
+
 def test_config_refuses_bad_settings():
-    annotate.AnnotateConfig(emotion_backends="acoustic:whisper, hf:org/model, labels")
+    annotate_cfg(emotion_backends="acoustic:whisper, hf:org/model, labels")
     for bad in (dict(asr_backend="whisperx"), dict(emotion_backends="magic"), dict(acoustic_features="mfcc"),
                 dict(valence_negative_below=0.6), dict(window_s=0), dict(transcript_verbalise="emoji"),
                 dict(emotion_backends="")):
         with pytest.raises(ValueError):
-            annotate.AnnotateConfig(**bad)
+            annotate_cfg(**bad)
 
 
 def test_scores_and_ccc():

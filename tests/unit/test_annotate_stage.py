@@ -9,7 +9,7 @@ import pytest
 
 from paraqa_utils import audio
 from paraqa_utils import text
-from paraqa_utils import annotate, runs
+from paraqa_utils import annotate, params, runs
 from paraqa_utils.annotate import steps
 from paraqa_utils.annotate import asr
 from paraqa_utils.annotate import features
@@ -38,7 +38,7 @@ def run(tmp_path_factory):
 
 
 def cfg(**kw):
-    return annotate.AnnotateConfig(**{"asr_backend": "reference", **kw})
+    return params.stage_config(annotate.AnnotateConfig, "01_annotate", {"asr_backend": "reference", **kw})
 
 
 def test_notebook_writes_the_contract(run):

@@ -8,9 +8,14 @@ import pytest
 import soundfile as sf
 
 from paraqa_utils import audio
-from paraqa_utils import corpus, runs
+from paraqa_utils import corpus, params, runs
 from paraqa_utils.corpus import acoustics
 from paraqa_utils.corpus import tts
+
+def corpus_cfg(**values):
+    """A CorpusConfig with these knobs, the rest from 00_corpus.ipynb's parameters cell."""
+    return params.stage_config(corpus.CorpusConfig, "00_corpus", values)
+
 
 needs_tts = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("flite") and shutil.which("sox")),
                                reason="apt packages espeak-ng, flite and sox are needed to synthesise")
@@ -53,10 +58,10 @@ def test_presets_cover_every_emotion_with_vad_in_range():
 
 
 def test_plan_is_deterministic_and_respects_splits_and_labels():
-    cfg = corpus.CorpusConfig(n_clips=60, seed=3)
+    cfg = corpus_cfg(n_clips=60, seed=3)
     plans = corpus.plan_corpus(cfg)
     assert plans == corpus.plan_corpus(cfg)
-    assert plans != corpus.plan_corpus(corpus.CorpusConfig(n_clips=60, seed=4))
+    assert plans != corpus.plan_corpus(corpus_cfg(n_clips=60, seed=4))
     voices = {v.voice_id: v for v in tts.load_voices()}
     sent_split = corpus.split_scripts(corpus.load_scripts(), 3, cfg.dev_share, cfg.test_share)
     assert {p["split"] for p in plans} == set(corpus.SPLITS)
@@ -75,7 +80,7 @@ def test_plan_is_deterministic_and_respects_splits_and_labels():
 
 
 def test_split_check_passes_clean_plans_and_catches_leaks():
-    plans = corpus.plan_corpus(corpus.CorpusConfig(n_clips=30))
+    plans = corpus.plan_corpus(corpus_cfg(n_clips=30))
     clips = [dict(clip_id=p["clip_id"], split=p["split"], segments=[dict(speaker=u["voice_id"], text=u["text"])
                                                                     for u in p["utterances"]]) for p in plans]
     assert corpus.check_splits(clips, strict=True) == dict(speakers_disjoint=True, texts_disjoint=True,
@@ -93,7 +98,7 @@ def test_split_check_passes_clean_plans_and_catches_leaks():
                                  dict(congruent_share=0.7, incongruent_share=0.5), dict(dev_share=0.5, test_share=0.5)])
 def test_config_rejects_impossible_settings(bad):
     with pytest.raises(corpus.CorpusError, match="invalid corpus settings"):
-        corpus.CorpusConfig(**bad)
+        corpus_cfg(**bad)
 
 
 def test_acoustic_stats_measure_a_known_signal():
@@ -137,7 +142,7 @@ def test_write_manifest_fails_only_past_the_reject_threshold(tmp_path):
 def test_missing_engine_is_a_clear_error_naming_the_apt_package(monkeypatch, tmp_path):
     monkeypatch.setattr(tts.shutil, "which", lambda name: None if name == "flite" else "/usr/bin/" + name)
     with pytest.raises(tts.TTSEngineMissing, match=r"apt-get install -y flite"):
-        corpus.build_synthetic(tmp_path, corpus.CorpusConfig(n_clips=3, n_workers=1), progress=False)
+        corpus.build_synthetic(tmp_path, corpus_cfg(n_clips=3, n_workers=1), progress=False)
     assert not (tmp_path / "audio").exists(), "nothing may be synthesised before the engine check"
 
 
@@ -160,7 +165,7 @@ def test_presets_are_audible_in_the_audio():
 
 @needs_tts
 def test_render_writes_16k_clips_with_consistent_segments_deterministically(tmp_path):
-    cfg = corpus.CorpusConfig(n_clips=3, n_workers=2, max_utterances_per_clip=3, max_clip_s=6.0, seed=5)
+    cfg = corpus_cfg(n_clips=3, n_workers=2, max_utterances_per_clip=3, max_clip_s=6.0, seed=5)
     stage_dir = tmp_path / "run" / "00_corpus"
     clips, rejects = corpus.build_synthetic(stage_dir, cfg, progress=False)
     assert rejects == [] and len(clips) == 3

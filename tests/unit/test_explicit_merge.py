@@ -3,12 +3,17 @@ import json
 
 import pytest
 
-from paraqa_utils import explicit_merge as em
-from paraqa_utils import runs
+from paraqa_utils import explicit_merge, params, runs
+from paraqa_utils.explicit_merge import labels as em
 from paraqa_utils.explicit_merge import exports
 from paraqa_utils.explicit_merge import mixtures
 
 EMOS = ["neutral", "happy", "sad", "angry", "fearful", "surprised"]
+
+
+def merge_cfg(**values):
+    """Stage 03's settings: the notebook's defaults (numbers, gender on, annotator labels, seed 0, no caps) + values."""
+    return params.stage_config(explicit_merge.MergeConfig, "03_explicit_merge", values)
 
 
 def seg(i, emo, gender, spk, sid, text, t0=0.0):
@@ -77,9 +82,8 @@ def test_conditions_tests_and_guards(run):
     st = runs.Stage(run, "03_explicit_merge")
     clips, anns, qa_by_clip, dropped = mixtures.load_inputs(st)
     assert dropped["qa_unknown_clip"] == 1
-    paths, counts, bins = mixtures.build_conditions(st, list(em.CONDITIONS), clips, anns, qa_by_clip, seed=0,
-                                                    mode="numbers", include_gender=True, label_source="annotator",
-                                                    caps={"asr": -1, "cpqa": 5})
+    paths, counts, bins = mixtures.build_conditions(st, merge_cfg(conditions=list(em.CONDITIONS), max_cpqa=5), clips,
+                                                    anns, qa_by_clip)
     assert counts["baseline"] == {"asr": 12, "emotion": 11, "gender": 11}  # clip 3 was dropped by condensation
     assert counts["pqa_star"] == {**counts["baseline"], "pqa_star": 12}
     assert counts["implicit"] == {**counts["pqa_star"], "cpqa": 5}  # the cap holds
@@ -146,9 +150,12 @@ def test_empty_condition_and_duplicates_are_errors(run):
     clips, anns, qa_by_clip, _ = mixtures.load_inputs(st)
     only_test = {c: a for c, a in anns.items() if a["split"] == "test"}
     with pytest.raises(em.MergeError, match="condition 'baseline' is empty"):
-        mixtures.build_conditions(st, ["baseline"], clips, only_test, qa_by_clip, 0, "numbers", True, "annotator", {})
-    with pytest.raises(em.MergeError, match="unknown condition"):
-        mixtures.build_conditions(st, ["s99"], clips, anns, qa_by_clip, 0, "numbers", True, "annotator", {})
+        mixtures.build_conditions(st, merge_cfg(conditions=["baseline"]), clips, only_test, qa_by_clip)
+    with pytest.raises(ValueError, match=r"unknown condition\(s\) \['s99'\]; known: baseline, pqa_star"):
+        merge_cfg(conditions=["s99"])  # refused before any file is written
+    with pytest.raises(em.MergeError, match="condition 'pqa_star' is empty"):  # a cap of 0 on every task
+        mixtures.build_conditions(st, merge_cfg(conditions=["pqa_star"], max_asr=0, max_emotion=0, max_gender=0,
+                                                max_pqa_star=0), clips, anns, qa_by_clip)
     with pytest.raises(em.MergeError, match="duplicate clip_id 'x'"):
         mixtures.index_by_clip([{"clip_id": "x"}, {"clip_id": "x"}], "annotations.jsonl")
 
@@ -175,3 +182,71 @@ def test_exports_and_human_qa(run, tmp_path):
     runs.write_jsonl(tmp_path / "h.jsonl", [{"audio_path": "/x/b.wav", "question": "Q?"}])
     with pytest.raises(exports.ExportError, match="missing answer"):
         exports.load_human_qa(tmp_path / "h.jsonl")
+
+
+def test_stage_steps_write_test_sets_gate_leaks_and_export(run, tmp_path):
+    """What notebook 03 calls, end to end on the hand-made run: the same files and figures the steps promise."""
+    st = runs.Stage(run, "03_explicit_merge")
+    clips, anns, qa_by_clip, _ = explicit_merge.load_inputs(st)
+    shown = explicit_merge.block_examples(anns, True)
+    assert [ln for ln in shown.splitlines() if ln.startswith("---")] == [f"--- {m}" for m in em.MODES]
+    with pytest.raises(em.MergeError, match="no annotated clip in the training split"):
+        explicit_merge.block_examples({c: a for c, a in anns.items() if a["split"] == "test"}, True)
+    cfg = merge_cfg(conditions=["baseline", "implicit"])
+    paths, counts, bins = explicit_merge.build_conditions(st, cfg, clips, anns, qa_by_clip)
+    mix = explicit_merge.mixture_table(counts)
+    assert mix.loc["baseline", "total"] == 34 and mix.loc["baseline", "cpqa"] == 0
+    tests, test_paths, human_blocks = explicit_merge.write_test_sets(st, cfg, clips, anns, qa_by_clip, bins)
+    assert human_blocks == {} and set(test_paths) == set(mixtures.TEST_SETS)
+    assert [r["item_id"] for r in runs.read_jsonl(test_paths["emotion"])] == [it["item_id"] for it in tests["emotion"]]
+    types = explicit_merge.types_per_test_set(tests)
+    assert types.loc[("emotion", "emotion"), "items"] == 4
+    human = tmp_path / "human.jsonl"
+    runs.write_jsonl(human, [{"clip_id": "c12", "audio_path": "c12.wav", "question": "Why?", "answer": "Tired."}])
+    with_human = merge_cfg(conditions=["baseline", "implicit"], human_qa_path=str(human))
+    tests, test_paths, human_blocks = explicit_merge.write_test_sets(st, with_human, clips, anns, qa_by_clip, bins)
+    assert human_blocks == {"items": 1, "with_explicit_block": 1, "without_explicit_block": 0}
+    assert test_paths["cpqa_human"].name == "test_cpqa_human.jsonl" and len(tests["cpqa_human"]) == 1
+    assert list(runs.read_jsonl(test_paths["cpqa_human"]))[0]["audio_path"] == "c12.wav"  # no audio root: as given
+    leak = explicit_merge.check_leakage(st, cfg, paths, tests, clips, anns, bins)
+    assert leak["ok"] and json.loads((st.dir / "leakage.json").read_text()) == leak
+    with open(paths["baseline"], "a") as f:
+        f.write(json.dumps({**next(runs.read_jsonl(paths["baseline"])), "clip_id": "c13"}) + "\n")
+    with pytest.raises(em.MergeError, match="leakage guard tripped:\nbaseline: test clip c13 in training"):
+        explicit_merge.check_leakage(st, cfg, paths, tests, clips, anns, bins)
+    assert not json.loads((st.dir / "leakage.json").read_text())["ok"]  # written before the stage fails
+    got = explicit_merge.write_exports(st, {"implicit": paths["implicit"]}, {"gender": test_paths["gender"]},
+                                       ["chat", "llamafactory"])
+    n_implicit = sum(counts["implicit"].values())
+    assert got == {"train_implicit": {"chat": n_implicit, "llamafactory": n_implicit},
+                   "test_gender": {"chat": 4, "llamafactory": 4}}
+    info = json.loads((st.dir / "exports/llamafactory/dataset_info.json").read_text())
+    assert set(info) == {"train_implicit", "test_gender"}
+    assert sum(1 for _ in open(st.dir / "exports/chat/train_implicit.jsonl")) == n_implicit
+    explicit_merge.write_exports(st, {}, {"gender": test_paths["gender"]}, ["chat"])
+    assert set(json.loads((st.dir / "exports/llamafactory/dataset_info.json").read_text())) == set(info)  # untouched
+    m = explicit_merge.mixture_metrics(counts, tests)
+    assert m["conditions"]["baseline"] == {"n_examples": 34, **counts["baseline"]}
+    assert m["test_sets"]["cpqa_human"] == 1 and sum(m["cpqa_ref_types"].values()) == len(tests["cpqa_ref"])
+    m = explicit_merge.merge_metrics(with_human, counts, tests, {"qa_unknown_clip": 1}, leak, human_blocks)
+    assert list(m) == ["conditions", "test_sets", "cpqa_ref_types", "dropped_inputs", "leakage_ok", "explicit_mode",
+                       "explicit_gender", "template_label_source", "cpqa_human_explicit_blocks"]
+    assert m["dropped_inputs"] == {"qa_unknown_clip": 1} and m["leakage_ok"] is True
+    assert (m["explicit_mode"], m["explicit_gender"], m["template_label_source"]) == ("numbers", True, "annotator")
+    assert m["cpqa_human_explicit_blocks"] == human_blocks
+
+
+def test_test_sets_follow_the_settings(run):
+    """max_test_clips, the explicit mode and gender reach the test sets; the leakage check uses the same ones."""
+    st = runs.Stage(run, "03_explicit_merge")
+    clips, anns, qa_by_clip, _ = explicit_merge.load_inputs(st)
+    cfg = merge_cfg(conditions=["baseline"], explicit_mode="categories", explicit_gender=False, max_test_clips=2)
+    paths, _, bins = explicit_merge.build_conditions(st, cfg, clips, anns, qa_by_clip)
+    tests, _, _ = explicit_merge.write_test_sets(st, cfg, clips, anns, qa_by_clip, bins)
+    assert len({it["clip_id"] for it in tests["emotion"]}) == 2
+    block = tests["emotion"][0]["explicit_block"]
+    assert block == em.verbalise(anns[tests["emotion"][0]["clip_id"]]["segments"], "categories", bins, False)
+    assert "valence" not in block and "male" not in block
+    assert explicit_merge.check_leakage(st, cfg, paths, tests, clips, anns, bins)["ok"]
+    with pytest.raises(em.MergeError, match="explicit block not built from the annotator"):  # other settings
+        explicit_merge.check_leakage(st, merge_cfg(conditions=["baseline"]), paths, tests, clips, anns, bins)

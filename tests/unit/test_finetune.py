@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from paraqa_utils import finetune, runs
-from paraqa_utils.finetune import plan as finetune_stage
+from paraqa_utils.finetune import condition as finetune_cli
+from paraqa_utils.finetune import conditions as finetune_stage
 from paraqa_utils.finetune import speech_llm
 from paraqa_utils.finetune import training
 from paraqa_utils.testing.fake_stages import make_fake_merge
@@ -65,16 +66,16 @@ def test_config_refuses_unknown_keys_and_bad_values():
 
 def test_cli_reports_a_bad_config_in_one_line_without_training(tmp_path, capsys):
     cfg = tmp_path / "config.yaml"
-    assert finetune.main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert finetune_cli.main(["--config", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml" in capsys.readouterr().err
     cfg.write_text("lora_rank: 4\n")
-    assert finetune.main(["--config", str(cfg)]) == 2
+    assert finetune_cli.main(["--config", str(cfg)]) == 2
     assert "did you mean 'lora_r'" in capsys.readouterr().err
     cfg.write_text("- a list\n")
-    assert finetune.main(["--config", str(cfg)]) == 2
+    assert finetune_cli.main(["--config", str(cfg)]) == 2
     assert "not a mapping" in capsys.readouterr().err
     cfg.write_text("n_steps: 1\n")
-    assert finetune.main(["--config", str(cfg), "--set", "batch_size"]) == 2
+    assert finetune_cli.main(["--config", str(cfg), "--set", "batch_size"]) == 2
     assert "expected KEY=VALUE" in capsys.readouterr().err
 
 
@@ -204,7 +205,7 @@ def test_stage_trains_every_condition_and_predicts_with_a_zero_shot_floor(merged
     assert "predictions.jsonl" in rec["outputs"] and "baseline/config.yaml" in rec["outputs"]
     assert not any(k.startswith("_cache") for k in rec["outputs"])
     # the saved config is what the CLI runs (a later session on GPUs uses the same file)
-    assert finetune.main(["--config", str(stage.dir / "explicit" / "config.yaml"), "--set", "resume=false",
+    assert finetune_cli.main(["--config", str(stage.dir / "explicit" / "config.yaml"), "--set", "resume=false",
                           "--set", "n_steps=1"]) == 0
 
 
@@ -216,3 +217,17 @@ def test_stage_marks_itself_not_run_while_03_is_a_placeholder(tmp_path):
     assert plan == {}
     finetune_stage.finish(stage, plan, {})
     assert json.loads((stage.dir / "stage.json").read_text())["implemented"] is False
+
+
+def test_notebook_tables_handle_empty_and_filled_predictions():
+    import pandas as pd
+
+    empty = pd.DataFrame()
+    assert finetune.prediction_counts(empty).empty and list(finetune.prediction_examples(empty).columns)[0] == "condition"
+    preds = pd.DataFrame([{"condition": c, "test_set": t, "prompt": "p", "answer": "a", "n_tokens": 1}
+                          for c in ("zero_shot", "baseline") for t in ("emotion", "gender", "gender")])
+    counts = finetune.prediction_counts(preds)
+    assert counts.loc["baseline", "gender"] == 2 and counts.loc["zero_shot", "emotion"] == 1
+    assert len(finetune.prediction_examples(preds, n=1)) == 2
+    table = finetune.summary_table({"baseline": {"steps": 3, "final_loss": 1.5, "extra": 9}})
+    assert table.loc["baseline", "steps"] == 3 and "extra" not in table.columns and "seconds" in table.columns

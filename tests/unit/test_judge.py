@@ -5,9 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from paraqa_utils import judge
+from paraqa_utils import judge, params, runs
+from paraqa_utils.judge import llm_judge as lj
 from paraqa_utils.judge import validation as jv
-from paraqa_utils.llm.client import LLMClient
+from paraqa_utils.llm import LLMClient
 from tests.unit.test_llm_fakes import FakeLLMServer
 
 
@@ -34,6 +35,11 @@ def items(n=4):
     return out
 
 
+def judge_settings(**values):
+    """Stage 05's settings: the notebook's defaults with these values."""
+    return params.stage_config(judge.JudgeSettings, "05_judge", values)
+
+
 def client(url, tmp_path, **kw):
     return LLMClient([url], model="fake-model", cache_dir=tmp_path / "cache", ledger_name="judge", progress=False,
                      backoff_base_s=0.01, **kw)
@@ -49,15 +55,15 @@ def client(url, tmp_path, **kw):
     ('{"rating": true}', {"rating": True}, 1, (None, "no rating in reply")),
 ])
 def test_parse_rating(text, data, top, expect):
-    assert judge.parse_rating(text, data, top) == expect
+    assert lj.parse_rating(text, data, top) == expect
 
 
 def test_rubric_files_fill_without_breaking_braces():
-    for name in judge.RUBRICS:
-        filled = judge.fill(judge.rubric_text(name), "Q?", "R.", "")
+    for name in lj.RUBRICS:
+        filled = lj.fill(lj.rubric_text(name), "Q?", "R.", "")
         assert "Q?" in filled and "R." in filled and "(no answer)" in filled and '"rating"' in filled
     with pytest.raises(ValueError, match="unknown rubric"):
-        judge.rubric_text("rubric_v9")
+        lj.rubric_text("rubric_v9")
 
 
 def test_judge_scores_parse_failures_and_missing_references(tmp_path):
@@ -67,16 +73,16 @@ def test_judge_scores_parse_failures_and_missing_references(tmp_path):
     its.append({**its[0], "item_id": "noref", "reference": ""})
     its.append({**its[0], "item_id": "plain", "answer": "PLAIN-TEXT"})
     with FakeLLMServer(grader) as srv:
-        cfg = judge.JudgeConfig("fake/rubric_v1", "rubric_v1", client(srv.base_url, tmp_path, max_invalid_retries=0))
-        rows = {r["item_id"]: r for r in judge.judge_items(cfg, its)}
+        cfg = lj.JudgeConfig("fake/rubric_v1", "rubric_v1", client(srv.base_url, tmp_path, max_invalid_retries=0))
+        rows = {r["item_id"]: r for r in lj.judge_items(cfg, its)}
         assert srv.n_answered == 5  # the item without a reference is never sent
     assert rows["i0"]["score"] == 5 and rows["i0"]["score_100"] == 100.0 and rows["i2"]["parse_ok"]
     assert rows["i1"]["score"] is None and not rows["i1"]["parse_ok"]  # never silently 0
     assert rows["i3"]["score"] is None and "outside" in rows["i3"]["parse_note"]
     assert rows["noref"]["parse_note"] == "missing reference" and rows["noref"]["score"] is None
     assert rows["plain"]["score"] == 4 and rows["plain"]["parse_note"] == "parsed from text"
-    assert rows["i0"]["prompt_sha256"] == judge.rubric_sha("rubric_v1") and rows["i0"]["judge_model"]
-    table = judge.scores_table(list(rows.values()))
+    assert rows["i0"]["prompt_sha256"] == lj.rubric_sha("rubric_v1") and rows["i0"]["judge_model"]
+    table = lj.scores_table(list(rows.values()))
     assert table.loc[0, "n_items"] == 6 and abs(table.loc[0, "parse_fail_rate"] - 3 / 6) < 1e-9
 
 
@@ -84,12 +90,12 @@ def test_endpoint_failing_half_way_resumes_without_rejudging(tmp_path):
     its = items(4)
     faults = {its[2]["answer"]: ["500", "500", "500"], its[3]["answer"]: ["500", "500", "500"]}
     with FakeLLMServer(grader, faults=faults) as srv:
-        cfg = judge.JudgeConfig("fake/rubric_v1", "rubric_v1", client(srv.base_url, tmp_path, max_retries=1))
-        first = judge.judge_items(cfg, its)
+        cfg = lj.JudgeConfig("fake/rubric_v1", "rubric_v1", client(srv.base_url, tmp_path, max_retries=1))
+        first = lj.judge_items(cfg, its)
     assert sum(r["parse_ok"] for r in first) == 2  # i0 and i1 judged; i2/i3 failed (recorded, not raised)
     with FakeLLMServer(grader) as srv2:
-        cfg = judge.JudgeConfig("fake/rubric_v1", "rubric_v1", client(srv2.base_url, tmp_path))
-        second = judge.judge_items(cfg, its)
+        cfg = lj.JudgeConfig("fake/rubric_v1", "rubric_v1", client(srv2.base_url, tmp_path))
+        second = lj.judge_items(cfg, its)
         assert srv2.n_answered == 2  # only the two that failed
     assert all(r["parse_ok"] for r in second)
 
@@ -103,7 +109,7 @@ def test_label_mapping_keywords_negation_and_embedding():
     assert got[0] == ("sad", "keyword")
     assert got[1][0] == "neutral"  # the negated 'sad' does not count
     assert got[2] == ("sad", "embedding") and got[3] == (None, "none")
-    g = jv.map_labels(["It is a woman speaking", "a man"], "gender", ["female", "male"], None)
+    g = jv.map_labels(["It is a woman speaking", "a man"], "gender", ["female", "male"], None, 0.3)
     assert [x[0] for x in g] == ["female", "male"]
 
 
@@ -130,7 +136,7 @@ def test_label_table_and_validation_report():
     label_items = [{"item_id": f"e{i}", "condition": c, "test_set": "emotion", "label": "sad",
                     "answer": "She sounds sad." if c == "good" else "Quite neutral."}
                    for i in range(3) for c in ("good", "bad")]
-    lab = jv.label_table(label_items, None)
+    lab = jv.label_table(label_items, None, 0.3)
     assert lab.groupby("condition")["correct"].mean().to_dict() == {"bad": 0.0, "good": 1.0}
     assert set(lab["map_method"]) == {"keyword"}
     cls = jv.classification_table(lab)
@@ -140,4 +146,86 @@ def test_label_table_and_validation_report():
     rep = jv.validation_report(j, lab, cls, ("emotion", "gender"), ("cpqa_ref",))
     assert rep["judge_vs_correctness"]["a"]["per_item"]["pearson"] == pytest.approx(1.0)
     assert rep["ranking_vs_ua"]["a"]["judge_order"] == ["good", "bad"] and rep["parse_fail_rate"] == {"a": 0.0}
-    assert jv.label_table([], None).empty
+    assert jv.label_table([], None, 0.3).empty
+
+
+def label_item(i, cond):
+    return {"item_id": f"e{i}", "condition": cond, "test_set": "emotion", "question_type": "emotion",
+            "question": "What emotion? Answer in one word.", "reference": "The speaker sounds sad.", "label": "sad",
+            "answer": "She sounds sad." if cond == "good" else "Quite neutral."}
+
+
+def test_run_llm_judges_every_judge_and_rubric_then_resumes_from_cache(runs_root):
+    st = runs.Stage(runs.make_run_dir("t", "judge"), "05_judge")
+    its = [{**it, "condition": c, "label": None} for it in items(4) for c in ("good", "bad")]
+    its += [label_item(i, c) for i in range(3) for c in ("good", "bad")]
+    probes = judge.swap_probes(its, seed=0, n=2)
+    assert len(probes) == 2 and {p["test_set"] for p in probes} == {"cpqa_ref"}
+    with FakeLLMServer(grader) as srv:
+        settings = judge_settings(judge_name="a", judge_base_url=srv.base_url, judge_model="fake-model",
+                                  judge_api_key_env="NO_SUCH_KEY_ENV",
+                                  extra_judges=[{"name": "b", "base_url": srv.base_url, "model": "fake-model"}],
+                                  rubrics=["rubric_v1", "rubric_para_v1"], binary_rubric="binary_v1")
+        specs = settings.specs
+        assert [s["name"] for s in specs] == ["a", "b"] and specs[0]["api_key_env"] == "NO_SUCH_KEY_ENV"
+        assert specs[1]["api_key_env"] == "OPENAI_API_KEY"  # an extra judge naming no variable: the usual one
+        rows, ledgers = judge.run_llm_judges(st, settings, its, probes)
+        n_sent = srv.n_answered
+    per_judge = {j: sum(r["judge"] == j for r in rows) for j in {r["judge"] for r in rows}}
+    assert per_judge == {"a/rubric_v1": 8 + 2 + 6, "a/rubric_para_v1": 16, "a/binary_v1": 6,
+                         "b/rubric_v1": 16, "b/rubric_para_v1": 16, "b/binary_v1": 6}
+    assert set(ledgers) == {"a", "b"} and ledgers["a"]["requests"] == 16 + 16 + 6
+    assert set(st.record["models"]) == {"judge:a", "judge:b"} and st.record["models"]["judge:a"]["id"] == "fake-model"
+    assert list(st.record["prompts"]) == ["rubric_v1.txt", "rubric_para_v1.txt", "binary_v1.txt"]
+    assert list(judge.ledger_table(ledgers).columns)[:3] == ["requests", "calls", "cache_hits"]
+    with FakeLLMServer(grader) as srv2:  # a resumed run: every reply comes from the cache
+        settings = judge_settings(judge_name="a", judge_base_url=srv2.base_url, judge_model="fake-model",
+                                  judge_api_key_env="NO_SUCH_KEY_ENV", rubrics=["rubric_v1"],
+                                  rubrics_on_label_sets=False)
+        again, ledgers = judge.run_llm_judges(st, settings, its, probes)
+        assert srv2.n_answered == 0 and n_sent == 16 * 4 + 12
+    assert len(again) == 8 + 2 + 6 and ledgers["a"]["cache_hits"] == len(again)
+    assert [r["score"] for r in again if r["item_id"] == "i0" and r["condition"] == "good"] == [5]
+
+
+def test_scorers_write_their_files_and_the_metrics(runs_root):
+    st = runs.Stage(runs.make_run_dir("t", "scorers"), "05_judge")
+    its = [{**it, "condition": "good", "label": None} for it in items(2)]
+    its += [label_item(i, c) for i in range(3) for c in ("good", "bad")]
+
+    def embed(texts):
+        return np.array([[1.0, 0.0] if "sad" in t else [0.0, 1.0] for t in texts])
+    settings = judge_settings(n_judge_runs=2, judge_temperature=0.7)
+    lab = judge.write_label_mapping(st, settings, its, embed)
+    assert len(pd.read_csv(st.dir / "label_mapping.csv")) == 6 and set(lab["test_set"]) == {"emotion"}
+    classification = judge.write_classification(st, lab)
+    assert classification.set_index("condition").loc["good", "ua"] == 1.0
+    assert judge.write_classification(st, jv.label_table([], None, 0.3)).empty  # no label items: an empty table
+    classification = judge.write_classification(st, lab)
+    sim = judge.write_similarity(st, its, embed)
+    assert len(pd.read_csv(st.dir / "similarity.csv")) == len(its)
+    rows = [{"judge": "a/rubric_v1", "item_id": r["item_id"], "condition": r["condition"], "test_set": r["test_set"],
+             "question_type": r["question_type"], "score": 5 * r["correct"], "score_100": 100.0 * r["correct"],
+             "parse_ok": True, "probe": None, "answer_chars": len(r["answer"])} for _, r in lab.iterrows()]
+    rows += [{**rows[0], "item_id": it["item_id"], "test_set": "cpqa_ref", "question_type": "CE", "condition": "good",
+              "score_100": 80.0} for it in its[:2]]
+    validation = judge.write_validation(st, rows, lab, classification)
+    assert json.loads((st.dir / "validation.json").read_text())["parse_fail_rate"] == validation["parse_fail_rate"]
+    scores = judge.scores_table(rows)
+    m = judge.judge_metrics(settings, its, rows, [], validation, {"a": {"requests": 1}}, scores, classification, sim)
+    assert list(m) == ["n_items", "n_judgments", "n_probes", "parse_fail_rate", "ledger", "judges", "n_judge_runs",
+                       "judge_temperature", "cpqa_ref_scores", "classification", "mean_ref_similarity"]
+    assert m["n_items"] == 8 and m["judges"] == ["a/rubric_v1"] and m["cpqa_ref_scores"] == {"a/rubric_v1": {"good": 80.0}}
+    assert set(m["mean_ref_similarity"]) == {"good", "bad"} and len(m["classification"]) == len(classification)
+    assert (m["n_judge_runs"], m["judge_temperature"]) == (2, 0.7)  # the settings' sampling, recorded
+
+
+def test_label_mapping_uses_the_settings_similarity_floor(runs_root):
+    st = runs.Stage(runs.make_run_dir("t", "floor"), "05_judge")
+    its = [{**label_item(0, "good"), "answer": "full of gloom"}]
+
+    def embed(texts):  # 'gloom' is 0.6 from 'sad' and 0.8 from every other description
+        return np.array([[0.6, 0.8] if "gloom" in t else [1.0, 0.0] if "sad" in t else [0.0, 1.0] for t in texts])
+    low = judge.write_label_mapping(st, judge_settings(min_label_similarity=0.5), its, embed)
+    high = judge.write_label_mapping(st, judge_settings(min_label_similarity=0.9), its, embed)
+    assert low.loc[0, "map_method"] == "embedding" and high.loc[0, "map_method"] == "none"

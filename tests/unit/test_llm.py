@@ -8,7 +8,7 @@ import pytest
 
 from paraqa_utils import llm
 from paraqa_utils.llm import client as llm_client
-from paraqa_utils.llm.client import LLMClient, LLMRequest
+from paraqa_utils.llm import LLMClient, LLMRequest
 from paraqa_utils.llm.server import Endpoint
 from tests.unit.test_llm_fakes import CONTENT_FAULTS, FakeLLMServer, answered_per_prompt
 

@@ -95,3 +95,33 @@ def test_parameters_cell_must_be_literal(tmp_path):
     make_notebook(tmp_path / "y.ipynb", "00_corpus", 'run_dir = ""\nimport os', "pass")
     with pytest.raises(P.ParamsError, match="name = literal"):
         P.notebook_parameters(tmp_path / "y.ipynb")
+
+
+def test_stage_config_takes_knobs_from_the_notebook_and_names_what_is_wrong(tmp_path):
+    import dataclasses
+
+    from tests.conftest import make_notebook
+
+    make_notebook(tmp_path / "01_annotate.ipynb", "01_annotate", 'run_dir = ""\nscale = 2\nlabel = "a"', "x = 1")
+
+    @dataclasses.dataclass
+    class Knobs:
+        scale: int
+        label: str
+        where: str = "set by the stage"
+
+    cfg = P.stage_config(Knobs, "01_annotate", {"label": "b", "unrelated": 1}, notebooks_dir=tmp_path)
+    assert (cfg.scale, cfg.label, cfg.where) == (2, "b", "set by the stage")  # the notebook's default fills scale
+    assert P.stage_config(Knobs, "01", {}, notebooks_dir=tmp_path, where="w").where == "w"
+    with pytest.raises(P.ParamsError, match="did you mean 'scale'"):
+        P.stage_config(Knobs, "01_annotate", {"scal": 3}, strict=True, notebooks_dir=tmp_path)
+
+    @dataclasses.dataclass
+    class Orphan:
+        scale: int
+        n_steps: int
+
+    with pytest.raises(P.ParamsError, match=r"\['n_steps'\] are not parameters of 01_annotate.ipynb"):
+        P.stage_config(Orphan, "01_annotate", {}, notebooks_dir=tmp_path)
+    assert P.knob_fields(Knobs) == ["scale", "label"]
+    assert P.check_types(Knobs(scale=True, label="x")) == ["scale=True: expected int"]

@@ -8,12 +8,22 @@ import pytest
 
 from paraqa_utils.synthesize import filters as F
 from paraqa_utils import synthesize as S
-from paraqa_utils import text
+from paraqa_utils import params
+from paraqa_utils.text import minilm_embedder
 from paraqa_utils.synthesize import generation as S_generate
-from paraqa_utils.llm.client import LLMResult
+from paraqa_utils.llm import LLMResult
 
 DESIGN_FIELDS = {"qa_id", "clip_id", "kind", "question_type", "question", "answer", "evidence_segments", "model",
                  "prompt_file", "prompt_sha256", "sampling", "cache_key", "split"}
+
+
+def synth_cfg(**values):
+    """A SynthesizeConfig with these knobs, the rest from 02_synthesize.ipynb's parameters cell."""
+    return params.stage_config(S.SynthesizeConfig, "02_synthesize", values)
+
+
+def filter_cfg(**values):
+    return params.stage_config(F.FilterConfig, "02_synthesize", values)
 
 
 def make_annotation(clip_id, parts, split="train", kept=True):
@@ -55,7 +65,7 @@ SAD = make_annotation("c1", [("The meeting moved to Friday again", "sad", "femal
 
 
 def test_prompt_is_filled_numbered_and_carries_every_label():
-    cfg = S.SynthesizeConfig(n_qa={"cpqa": 4, "pqa_star": 2})
+    cfg = synth_cfg(n_qa_cpqa_per_clip=4, n_qa_pqa_star_per_clip=2)
     for kind in ("cpqa", "pqa_star"):
         req = S.build_request(SAD, kind, S.load_prompt(cfg.prompt_files[kind]), cfg)
         system, user = req.messages
@@ -85,7 +95,7 @@ def test_merged_lines_map_back_to_their_segments():
 
 
 def test_plan_follows_weights_and_only_asks_what_the_annotation_supports():
-    cfg = S.SynthesizeConfig(n_qa={"cpqa": 4, "pqa_star": 3})
+    cfg = synth_cfg(n_qa_cpqa_per_clip=4, n_qa_pqa_star_per_clip=3)
     anns = [make_annotation(f"k{i}", [("a b c", "sad", "female", 0.2)]) for i in range(500)]
     counts = {}
     for a in anns:
@@ -101,7 +111,7 @@ def test_plan_follows_weights_and_only_asks_what_the_annotation_supports():
 
 
 def test_records_carry_provenance_and_invalid_replies_are_salvaged():
-    cfg = S.SynthesizeConfig(n_qa={"cpqa": 3, "pqa_star": 2})
+    cfg = synth_cfg(n_qa_cpqa_per_clip=3, n_qa_pqa_star_per_clip=2)
     prompt = S.load_prompt("cpqa_v1.txt")
     req = S.build_request(SAD, "cpqa", prompt, cfg)
     good = {"question_type": "CE", "reasoning": "multi_step", "question": "Why does she sound low about Friday?",
@@ -148,7 +158,7 @@ def test_only_kept_clips_are_used_and_a_clip_without_words_is_a_reject(tmp_path)
     ("What does the man say about the train at 5 pm?", False), ("She waited in the line for 2 hours.", False)])
 def test_reference_filter(text, hit):
     kept, rejects, _ = F.run_filters([qa("c1", text, "Because the plan fell through.")], {"c1": SAD},
-                                     F.FilterConfig(), bow_embed)
+                                     filter_cfg(), bow_embed)
     assert (len(rejects) == 1 and rejects[0]["filter"] == "references") is hit, rejects
 
 
@@ -165,7 +175,7 @@ def test_form_length_and_label_consistency_filters():
              qa("c1", "2. CE, simple", "Because of the trip.", i=9),
              qa("c1", "She talks about the trip with her sister", "Yes.", i=10),
              qa("c1", "Is the trip off?", "Is the trip off?", i=11)]
-    kept, rejects, funnel = F.run_filters(items, {"c1": SAD}, F.FilterConfig(), bow_embed)
+    kept, rejects, funnel = F.run_filters(items, {"c1": SAD}, filter_cfg(), bow_embed)
     why = {r["qa_id"][-2:]: (r["filter"], r["reason"]) for r in rejects}
     assert why["01"][0] == "label_consistency" and "'happy'" in why["01"][1] and "neutral/sad" in why["01"][1]
     assert why["03"][0] == "label_consistency" and "'man'" in why["03"][1]
@@ -187,7 +197,7 @@ def test_near_duplicates_within_a_clip_and_across_the_set():
              qa("c2", "What did she plan with her sister?", "A trip.", qtype="C", i=0),
              qa("c2", "What did she plan with her sister?", "A trip.", qtype="C", kind="pqa_star", i=0)]
     anns = {"c1": SAD, "c2": {**SAD, "clip_id": "c2"}}
-    kept, rejects, funnel = F.run_filters(items, anns, F.FilterConfig(), bow_embed)
+    kept, rejects, funnel = F.run_filters(items, anns, filter_cfg(), bow_embed)
     assert [(r["qa_id"], r["filter"]) for r in rejects] == [("cpqa-c1-01", "dedup_within_clip"),
                                                              ("cpqa-c2-00", "dedup_across_set")]
     assert "cpqa-c1-00" in rejects[0]["reason"] and "cpqa-c1-02" in rejects[1]["reason"]
@@ -204,17 +214,17 @@ def test_across_set_dedup_is_blockwise_and_matches_the_plain_greedy_rule():
     emb = np.concatenate([base, base[:10] + 0.01 * rng.normal(size=(10, 16))])
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     items = [{"qa_id": f"q{i}", "clip_id": f"c{i}", "kind": "cpqa"} for i in range(40)]
-    small_blocks = F._across_set(items, emb, F.FilterConfig(), block=7)
-    assert small_blocks == F._across_set(items, emb, F.FilterConfig(), block=512)
+    small_blocks = F._across_set(items, emb, filter_cfg(), block=7)
+    assert small_blocks == F._across_set(items, emb, filter_cfg(), block=512)
     assert sorted(small_blocks) == list(range(30, 40)) and "q0 " in small_blocks[30]
 
 
 def test_minilm_separates_paraphrases_from_different_questions():
-    embed = text.minilm_embedder("")
+    embed = minilm_embedder("")
     e = embed(["Why does the speaker sound sad about Friday?", "Why does the speaker seem sad about Friday?",
                "What is the name of the town where the train stops?"])
     assert e.shape == (3, 384) and np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-4)
-    assert float(e[0] @ e[1]) > F.FilterConfig().cosine_within_clip > float(e[0] @ e[2]) + 0.3
+    assert float(e[0] @ e[1]) > filter_cfg().dedup_cosine_within_clip > float(e[0] @ e[2]) + 0.3
 
 
 def test_type_mix_counts_before_and_after():

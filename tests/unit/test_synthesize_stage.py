@@ -1,4 +1,6 @@
-"""Stage 02 end to end against the fault-injecting server: outputs, a kill half-way then resume, and the notebook."""
+"""Stage 02 end to end: notebook 02 itself, run by papermill against the fault-injecting server: outputs, a kill
+half-way then resume, and a missing upstream."""
+import contextlib
 import json
 import os
 import re
@@ -6,14 +8,17 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from paraqa_utils import llm, runs
 from paraqa_utils import synthesize as S
-from paraqa_utils.stages import REPO_ROOT
+from paraqa_utils.stages import KERNEL_NAME, REPO_ROOT
 from tests.unit.test_llm_fakes import FakeLLMServer, answered_per_prompt
-from tests.unit.test_synthesize import bow_embed, make_annotation
+from tests.unit.test_synthesize import bow_embed, filter_cfg, make_annotation, synth_cfg
+
+NOTEBOOK = REPO_ROOT / "notebooks" / "02_synthesize.ipynb"
 
 TOPICS = ["apples", "budget", "concert", "dentist", "elevator", "festival", "garden", "harbour"]
 EXTRA = ["orchard crates", "spreadsheet totals", "ticket queue", "drill noise", "stuck floors", "rain tents",
@@ -69,24 +74,19 @@ def make_run(tmp_path, name, anns):
     return run
 
 
-def stage_main(run_dir, url):
-    """What the notebook does, minus the display (MiniLM replaced by the fast stand-in); returns the ledger line."""
-    from paraqa_utils.synthesize import filters
+def stage_main(run_dir, url, **parameters):
+    """Notebook 02 itself, executed by papermill at tiny size against `url`; returns the ledger line."""
+    import papermill as pm
 
-    stage = runs.open_stage(run_dir, "02_synthesize")
-    clips, in_rej = S.load_annotations(stage.input("01_annotate/annotations.jsonl"))
-    cfg = S.SynthesizeConfig(n_qa={"cpqa": 3, "pqa_star": 2})
-    prompts = {k: S.load_prompt(cfg.prompt_files[k]) for k in cfg.kinds}
-    client = llm.LLMClient([url], model="fake-model", cache_dir=stage.cache / "llm", concurrency=2, progress=False)
-    qas, gen_rej, counts = S.generate(client, clips, cfg, prompts)
-    kept, f_rej, f_funnel = filters.run_filters(qas, {a["clip_id"]: a for a in clips}, filters.FilterConfig(),
-                                                   bow_embed)
-    rejects = in_rej + gen_rej + f_rej
-    S.write_outputs(stage.dir, kept, rejects)
-    stage.write_metrics(**S.stage_metrics(counts, S.funnel_rows(counts, qas, f_funnel), kept, rejects,
-                                          filters.type_mix(qas, kept), client.ledger.as_dict()))
-    stage.finish()
-    return f"calls {client.ledger.calls} hits {client.ledger.cache_hits}"
+    run_dir = Path(run_dir)
+    (run_dir / "notebooks").mkdir(exist_ok=True)
+    pm.execute_notebook(str(NOTEBOOK), str(run_dir / "notebooks" / NOTEBOOK.name), kernel_name=KERNEL_NAME,
+                        cwd=str(REPO_ROOT), progress_bar=False,
+                        parameters={"run_dir": str(run_dir), "llm_base_url": url, "llm_model": "fake-model",
+                                    "llm_api_key_env": "", "llm_concurrency": 2, "n_qa_cpqa_per_clip": 3,
+                                    "n_qa_pqa_star_per_clip": 2, **parameters})
+    ledger = json.loads((run_dir / "02_synthesize" / "metrics.json").read_text())["llm_ledger"]
+    return f"calls {ledger['calls']} hits {ledger['cache_hits']}"
 
 
 def stage_process(run, url):
@@ -95,13 +95,26 @@ def stage_process(run, url):
                             stderr=subprocess.PIPE, text=True)
 
 
+def descendants(pid):
+    """Process ids below `pid` (papermill's kernel), read from /proc before the parent is killed."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                kids = [int(x) for x in (task / "children").read_text().split()]
+                out += kids
+                todo += kids
+    return out
+
+
 def qa_files(run):
     return {k: (run / "02_synthesize" / f"qa_{k}.jsonl").read_text() for k in S.QUESTION_TYPES}
 
 
 def test_stage_outputs_funnel_and_metrics(tmp_path):
     run = make_run(tmp_path, "r", annotations())
-    with FakeLLMServer(reply=qa_reply, faults={"harbour": ["500", "malformed"]}, max_lifetime_s=60) as srv:
+    with FakeLLMServer(reply=qa_reply, faults={"harbour": ["500", "malformed"]}, max_lifetime_s=300) as srv:
         out = stage_main(run, srv.base_url)
         assert out == "calls 18 hits 0"  # 16 jobs, one 500 retried, one malformed reply re-asked with feedback
     st = run / "02_synthesize"
@@ -126,26 +139,30 @@ def test_stage_outputs_funnel_and_metrics(tmp_path):
 
 def test_killed_half_way_resume_loses_nothing_duplicates_nothing_repeats_no_call(tmp_path):
     anns = annotations()
-    with FakeLLMServer(reply=qa_reply, max_lifetime_s=60) as ref_srv:  # the uninterrupted reference
+    with FakeLLMServer(reply=qa_reply, max_lifetime_s=300) as ref_srv:  # the uninterrupted reference
         stage_main(make_run(tmp_path, "ref", anns), ref_srv.base_url)
     run = make_run(tmp_path, "killed", anns)
     cache = run / "02_synthesize" / "_cache" / "llm" / llm.CACHE_FILE
-    with FakeLLMServer(reply=qa_reply, latency_s=0.02, max_lifetime_s=60) as srv:
+    with FakeLLMServer(reply=qa_reply, latency_s=0.02, max_lifetime_s=300) as srv:
         srv.hold_after = 7  # answer 7 calls, then leave the rest hanging: the stage is mid-way when killed
         proc = stage_process(run, srv.base_url)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 180  # the kernel starts and imports first
         while time.monotonic() < deadline and not (cache.exists() and len(cache.read_text().splitlines()) >= 7
                                                     and srv.in_flight > 0):
             time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
+        kernel = descendants(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)  # papermill, then its kernel: the whole stage dies mid-way
+        for pid in kernel:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         proc.wait(10)
         assert len(cache.read_text().splitlines()) == 7 and srv.n_answered == 7
         assert not (run / "02_synthesize" / "qa_cpqa.jsonl").exists(), "outputs appear only when complete"
         srv.hold_after = None
         proc = stage_process(run, srv.base_url)
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-2000:]
-        assert out.strip() == "calls 9 hits 7", "the resumed run only makes the calls the killed one never got back"
+        assert out.strip().splitlines()[-1] == "calls 9 hits 7", "the resumed run only makes the calls the killed one never got back"
         assert srv.n_answered == 16 and max(answered_per_prompt(srv).values()) == 1, "no call was made twice"
     assert qa_files(run) == qa_files(tmp_path / "ref"), "same QA as an uninterrupted run: none lost, none doubled"
     ids = [json.loads(x)["qa_id"] for t in qa_files(run).values() for x in t.splitlines()]
@@ -186,7 +203,7 @@ def test_embedded_llama_cpp_server_gives_parseable_structured_qa(tmp_path):
     from paraqa_utils.synthesize import filters
 
     anns = annotations(1)
-    cfg = S.SynthesizeConfig(kinds=("cpqa",), n_qa={"cpqa": 2}, max_tokens=400)
+    cfg = synth_cfg(kinds=["cpqa"], n_qa_cpqa_per_clip=2, max_tokens=400)
     prompts = {k: S.load_prompt(cfg.prompt_files[k]) for k in cfg.kinds}
     with llm_server.llm_endpoint("", "", tmp_path, n_threads=1, n_ctx=2048) as ep:
         client = llm.LLMClient([ep], cache_dir=tmp_path / "cache", timeout_s=240, response_format="auto",
@@ -199,6 +216,6 @@ def test_embedded_llama_cpp_server_gives_parseable_structured_qa(tmp_path):
     assert all(isinstance(r.data, dict) and isinstance(r.data.get("qa_pairs"), list) for r in results), \
         [r.text[:200] for r in results]
     assert all(set(q) >= {"qa_id", "question", "answer", "cache_key", "prompt_sha256"} for q in qas)
-    kept, f_rej, funnel = filters.run_filters(qas, {a["clip_id"]: a for a in anns}, filters.FilterConfig(),
+    kept, f_rej, funnel = filters.run_filters(qas, {a["clip_id"]: a for a in anns}, filter_cfg(),
                                                  bow_embed)
     assert len(kept) + len(f_rej) == len(qas)

@@ -8,7 +8,8 @@ from typing import Any
 import pandas as pd
 
 from paraqa_utils import runs
-from paraqa_utils.finetune.condition import ZERO_SHOT, ConfigError, FinetuneConfig
+from paraqa_utils.finetune.condition import run_condition
+from paraqa_utils.finetune.config import ZERO_SHOT, ConfigError, FinetuneConfig
 
 UPSTREAM = "03_explicit_merge"
 # What metrics.json keeps per condition (06_analysis and the smoke test read these).
@@ -114,3 +115,28 @@ def finish(stage: runs.Stage, configs: dict[str, FinetuneConfig], summaries: dic
                                               if k not in ("condition", "train_file", "explicit", "test_files")})
     stage.finish()
     return pd.DataFrame(per_cond).T
+
+
+def run_plan(configs: dict[str, FinetuneConfig]) -> dict[str, dict[str, Any]]:
+    """Train (none for zero_shot) and predict every planned condition in turn, in this process."""
+    return {condition: run_condition(cfg) for condition, cfg in configs.items()}
+
+
+def summary_table(summaries: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """One row per condition: steps, losses, speed, predictions, encoder-cache hit rate, seconds."""
+    cols = ["steps", "final_loss", "mean_loss", "seconds_per_step", "examples_per_s", "n_predictions",
+            "encoder_cache_hit_rate", "seconds"]
+    return pd.DataFrame(summaries).T.reindex(columns=cols)
+
+
+def prediction_counts(preds: pd.DataFrame) -> pd.DataFrame:
+    """Answers per condition and test set (an empty table when nothing was predicted)."""
+    if not len(preds):
+        return pd.DataFrame()
+    return preds.groupby(["condition", "test_set"]).size().unstack(fill_value=0)
+
+
+def prediction_examples(preds: pd.DataFrame, n: int = 2) -> pd.DataFrame:
+    """The first n answers of each condition, with the prompt they answered."""
+    cols = ["condition", "test_set", "prompt", "answer", "n_tokens"]
+    return preds.groupby("condition").head(n)[cols] if len(preds) else pd.DataFrame(columns=cols)

@@ -1,0 +1,117 @@
+"""Stage 05's steps: the panel of LLM judges over every endpoint x rubric, the non-LLM scorers, metrics."""
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import pandas as pd
+
+from paraqa_utils import runs
+from paraqa_utils.text import Embed
+from paraqa_utils.judge import validation as jv
+from paraqa_utils.judge.llm_judge import LABEL_SETS, OPEN_SETS, JudgeConfig, judge_items, rubric_path
+from paraqa_utils.judge.settings import JudgeSettings
+from paraqa_utils.llm import LLMClient
+from paraqa_utils.llm.server import llm_endpoint
+
+LEDGER_COLUMNS = ["requests", "calls", "cache_hits", "retries", "failures", "prompt_tokens", "completion_tokens",
+                  "wall_s"]
+
+
+def open_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [it for it in items if it["test_set"] in OPEN_SETS]
+
+
+def label_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [it for it in items if it["test_set"] in LABEL_SETS]
+
+
+def swap_probes(items: list[dict[str, Any]], seed: int, n: int) -> list[dict[str, Any]]:
+    """Reference-swap probes (jv.probe_items) drawn from the open-ended items."""
+    return jv.probe_items(open_items(items), seed, n)
+
+
+def run_llm_judges(stage: runs.Stage, settings: JudgeSettings, items: list[dict[str, Any]],
+                   probes: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Every judge endpoint (settings.specs) x rubric: the 0-5 rubrics on the open-ended items and the probes (and,
+    with rubrics_on_label_sets, the label items), the 0/1 rubric on the label items. Each judge's replies are
+    cached under the stage's cache, so a resumed run re-judges nothing; models and rubric files are recorded with
+    the stage. Sampling (runs, temperature, max tokens) and the client's limits come from the settings.
+
+    All endpoints stay open until every judge is done (the embedded server serves the whole block).
+    Returns (judgment rows, the LLM ledger per judge name)."""
+    s = settings
+    opened, labelled = open_items(items), label_items(items)
+    rubric_items = opened + probes + (labelled if s.rubrics_on_label_sets else [])
+    judgments: list[dict[str, Any]] = []
+    ledgers: dict[str, dict[str, Any]] = {}
+    with contextlib.ExitStack() as stack:
+        for spec in s.specs:
+            ep = stack.enter_context(llm_endpoint(spec["base_url"], spec["model"], stage.dir, spec["api_key_env"],
+                                                  n_threads=s.judge_server_threads or None))
+            client = LLMClient([ep], cache_dir=stage.cache / "llm" / spec["name"], ledger_name=f"judge:{spec['name']}",
+                               concurrency=s.concurrency, timeout_s=s.timeout_s, max_retries=s.max_retries,
+                               price_table=s.price_table, response_format="auto")
+            stage.record_model(f"judge:{spec['name']}", ep.model, endpoint=client.describe()["endpoints"])
+            for rubric, on in [*((r, rubric_items) for r in s.rubrics), (s.binary_rubric, labelled)]:
+                cfg = JudgeConfig(f"{spec['name']}/{rubric}", rubric, client, s.judge_temperature, s.judge_max_tokens,
+                                  s.n_judge_runs)
+                judgments += judge_items(cfg, on)
+            ledgers[spec["name"]] = client.ledger.as_dict()
+    for rubric in dict.fromkeys([*s.rubrics, s.binary_rubric]):
+        stage.record_prompt(rubric_path(rubric))
+    return judgments, ledgers
+
+
+def ledger_table(ledgers: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """One row per judge: requests, calls, cache hits, retries, failures, tokens, wall time."""
+    return pd.DataFrame(ledgers).T.reindex(columns=LEDGER_COLUMNS)
+
+
+def write_label_mapping(stage: runs.Stage, settings: JudgeSettings, items: list[dict[str, Any]],
+                        embed: Embed | None) -> pd.DataFrame:
+    """Label-set answers mapped to labels (keywords, then the nearest description at or above
+    settings.min_label_similarity) -> label_mapping.csv."""
+    lab = jv.label_table(label_items(items), embed, settings.min_label_similarity)
+    lab[["item_id", "condition", "test_set", "label", "mapped", "map_method", "answer"]].to_csv(
+        stage.dir / "label_mapping.csv", index=False)
+    return lab
+
+
+def write_classification(stage: runs.Stage, lab: pd.DataFrame) -> pd.DataFrame:
+    """WA/UA/macro-F1 per condition and label set -> classification.csv (empty when no label items)."""
+    classification = jv.classification_table(lab) if len(lab) else pd.DataFrame()
+    classification.to_csv(stage.dir / "classification.csv", index=False)
+    return classification
+
+
+def write_similarity(stage: runs.Stage, items: list[dict[str, Any]], embed: Embed) -> pd.DataFrame:
+    """Each answer's embedding similarity to its reference -> similarity.csv; returns every item with it."""
+    sim = pd.DataFrame(items)
+    sim["ref_similarity"] = jv.reference_similarity(sim["answer"].tolist(), sim["reference"].tolist(), embed)
+    sim[["item_id", "condition", "test_set", "ref_similarity"]].to_csv(stage.dir / "similarity.csv", index=False)
+    return sim
+
+
+def write_validation(stage: runs.Stage, judgments: list[dict[str, Any]], lab: pd.DataFrame,
+                     classification: pd.DataFrame) -> dict[str, Any]:
+    """The judge's own validation (jv.validation_report) -> validation.json."""
+    validation = jv.validation_report(pd.DataFrame(judgments), lab, classification, LABEL_SETS, OPEN_SETS)
+    runs.write_json(stage.dir / "validation.json", validation)
+    return validation
+
+
+def judge_metrics(settings: JudgeSettings, items: list[dict[str, Any]], judgments: list[dict[str, Any]],
+                  probes: list[dict[str, Any]], validation: dict[str, Any], ledgers: dict[str, Any],
+                  scores: pd.DataFrame, classification: pd.DataFrame, sim: pd.DataFrame) -> dict[str, Any]:
+    """metrics.json of stage 05: sizes, parse failures, ledgers, judges and their sampling, cpqa_ref scores,
+    classification and the mean reference similarity per condition."""
+    j = pd.DataFrame(judgments)
+    return {"n_items": len(items), "n_judgments": len(judgments), "n_probes": len(probes),
+            "parse_fail_rate": validation["parse_fail_rate"], "ledger": ledgers,
+            "judges": sorted(j["judge"].unique()), "n_judge_runs": settings.n_judge_runs,
+            "judge_temperature": settings.judge_temperature,
+            "cpqa_ref_scores": scores[(scores["test_set"] == "cpqa_ref")].groupby(["judge", "condition"])["score"]
+            .mean().unstack(0).round(2).to_dict(),
+            "classification": classification.to_dict("records"),
+            "mean_ref_similarity": sim.groupby("condition")["ref_similarity"].mean().round(4).to_dict()}

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import os
 import platform
@@ -19,7 +20,7 @@ from typing import Any
 import yaml
 
 from paraqa_utils import params as P
-from paraqa_utils import runs
+from paraqa_utils import progress, runs
 from paraqa_utils.stages import KERNEL_NAME, NOTEBOOKS_DIR, REPO_ROOT, STAGES, notebook_path, stage_name
 
 KEY_PACKAGES = ("torch", "transformers", "peft", "accelerate", "papermill", "nbclient", "ipykernel", "openai",
@@ -111,7 +112,7 @@ class Runner:
         return rec
 
     # -- execution -------------------------------------------------------------------------------------
-    def run_stage(self, stage: str, profile: dict[str, Any]) -> dict[str, Any]:
+    def run_stage(self, stage: str, profile: dict[str, Any], log=print) -> dict[str, Any]:
         import papermill as pm
 
         nb_in = notebook_path(stage, self.notebooks_dir)
@@ -127,9 +128,15 @@ class Runner:
         self.manifest["stages"][stage] = entry
         self.save()
         t0 = time.time()
+        # Off a terminal (batch logs, CI) a line every PARAQA_PROGRESS_S seconds says where the stage is.
+        report = self.run_dir / ".progress.json"
+        os.environ[progress.ENV] = str(report)
+        interval = float(os.environ.get("PARAQA_PROGRESS_S") or (0 if sys.stdout.isatty() else 20))
+        watch = progress.Reporter(stage, report, interval, log) if interval > 0 else contextlib.nullcontext()
         try:
-            pm.execute_notebook(str(nb_in), str(nb_out), parameters=flat, kernel_name=self.kernel_name,
-                                cwd=str(REPO_ROOT), progress_bar=sys.stderr.isatty(), log_output=False)
+            with watch:
+                pm.execute_notebook(str(nb_in), str(nb_out), parameters=flat, kernel_name=self.kernel_name,
+                                    cwd=str(REPO_ROOT), progress_bar=sys.stderr.isatty(), log_output=False)
         except pm.PapermillExecutionError as exc:
             entry.update(status="failed", error=f"{exc.ename}: {exc.evalue}"[:2000])
         except BaseException as exc:  # KeyboardInterrupt/SIGTERM included: record, then re-raise
@@ -165,7 +172,7 @@ class Runner:
                 log(f"[skip] {s}: already done in this run")
         for stage in todo:
             log(f"[run ] {stage} ...")
-            entry = self.run_stage(stage, profile)
+            entry = self.run_stage(stage, profile, log)
             flag = "" if entry.get("implemented", True) else "  (placeholder: not implemented yet)"
             log(f"[done] {stage} in {entry['duration_s']:.1f} s{flag}")
             if only:  # downstream results computed from the old version of this stage are now stale

@@ -5,7 +5,7 @@ import json
 from typing import Any, Sequence
 
 import numpy as np
-from tqdm import tqdm
+from paraqa_utils.progress import tqdm
 
 from paraqa_utils import runs
 from paraqa_utils.audio import excerpt, load_audio

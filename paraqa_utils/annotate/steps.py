@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from tqdm import tqdm
+from paraqa_utils.progress import tqdm
 
 from paraqa_utils import assets, runs
 from paraqa_utils.audio import SAMPLE_RATE_HZ, AudioError, load_audio, rms_dbfs

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from paraqa_utils.progress import tqdm
 
 from paraqa_utils.corpus import tts
 from paraqa_utils.audio import SAMPLE_RATE_HZ, load_audio, resolve_audio

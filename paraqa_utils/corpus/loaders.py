@@ -9,7 +9,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import soundfile as sf
-from tqdm.auto import tqdm
+from paraqa_utils.progress import tqdm
 
 from paraqa_utils import audio, runs
 from paraqa_utils.text import EMOTIONS, LABEL_ALIASES

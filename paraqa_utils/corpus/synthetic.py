@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import soundfile as sf
-from tqdm.auto import tqdm
+from paraqa_utils.progress import tqdm
 
 from paraqa_utils import runs
 from paraqa_utils.params import check_types

@@ -89,7 +89,7 @@ def save_weights(model: speech_llm.SpeechLLM, cond_dir: Path, info: distributed.
 def predict(model: speech_llm.SpeechLLM, cache: EncoderCache, cfg: FinetuneConfig, device: torch.device,
             counts: dict[str, Any], info: distributed.DistInfo = distributed.DistInfo()) -> list[dict[str, Any]]:
     """Greedy answers to the test items (this process's share of them), shortest prompts batched together."""
-    from tqdm.auto import tqdm
+    from paraqa_utils.progress import tqdm
 
     fmt = PromptFormat(model.tokenizer, cfg.max_seq_len)
     stop, pad = fmt.stop_ids(), model.tokenizer.pad_token_id

@@ -9,22 +9,27 @@ import pandas as pd
 
 from paraqa_utils import runs
 from paraqa_utils.finetune.condition import run_condition
+from paraqa_utils.finetune.training import NonFiniteLoss
 from paraqa_utils.finetune.config import ZERO_SHOT, ConfigError, FinetuneConfig
 
 UPSTREAM = "03_explicit_merge"
 # What metrics.json keeps per condition (06_analysis and the smoke test read these).
-SUMMARY_KEYS = ("steps", "n_train_examples", "final_loss", "mean_loss", "first_loss", "seconds_per_step",
+SUMMARY_KEYS = ("failed", "steps", "n_train_examples", "final_loss", "mean_loss", "first_loss", "seconds_per_step",
                 "examples_per_s", "tokens_per_s", "train_seconds", "n_predictions", "predict_seconds",
                 "encoder_cache_hits", "encoder_cache_misses", "encoder_cache_hit_rate", "train_n_missing_audio",
                 "train_n_truncated", "train_n_skipped_too_long", "test_n_missing_audio", "test_n_truncated",
                 "n_trainable_params", "seconds")
 
 
-def upstream_ready(stage: runs.Stage) -> bool:
-    """False while 03 is still a placeholder (no conditions.json): 04 then records itself as not run."""
+def check_upstream(stage: runs.Stage) -> None:
+    """A stage that would run without doing its work fails the run: 03 must be done and have written
+    conditions.json (a placeholder 03, or one that wrote no conditions, leaves 04 nothing to train)."""
     rec_path = stage.run_dir / UPSTREAM / runs.STAGE_FILE
     rec = runs.read_json(rec_path) if rec_path.exists() else {}
-    return rec.get("implemented", True) and "conditions.json" in rec.get("outputs", {})
+    if not rec.get("implemented", True) or "conditions.json" not in rec.get("outputs", {}):
+        raise ConfigError(f"{UPSTREAM} in {stage.run_dir} recorded no conditions.json (status "
+                          f"{rec.get('status', 'not run')!r}, implemented {rec.get('implemented')}): nothing to train; "
+                          f"run it first: python -m paraqa_utils.pipeline --resume {stage.run_dir.name} --only {UPSTREAM}")
 
 
 def upstream_test_files(stage: runs.Stage) -> dict[str, str]:
@@ -37,8 +42,7 @@ def upstream_test_files(stage: runs.Stage) -> dict[str, str]:
 def plan(stage: runs.Stage, base: FinetuneConfig, conditions: str = "all",
          zero_shot: bool = True) -> dict[str, FinetuneConfig]:
     """One config per condition (from 03's conditions.json), plus the untrained zero_shot floor first."""
-    if not upstream_ready(stage):
-        return {}
+    check_upstream(stage)
     available = runs.read_json(stage.input(f"{UPSTREAM}/conditions.json"))
     wanted = list(available) if conditions.strip() == "all" else [c.strip() for c in conditions.split(",") if c.strip()]
     unknown = [c for c in wanted if c not in available]
@@ -94,14 +98,14 @@ def merge_predictions(stage: runs.Stage, configs: dict[str, FinetuneConfig]) -> 
 def finish(stage: runs.Stage, configs: dict[str, FinetuneConfig], summaries: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """Write metrics.json (per-condition figures) and mark the stage done; returns the per-condition table."""
     if not configs:
-        runs.write_jsonl(stage.dir / "predictions.jsonl", [])
-        stage.write_metrics(implemented=False, reason=f"{UPSTREAM} is a placeholder: nothing to train on")
-        stage.finish(implemented=False)
-        return pd.DataFrame()
+        raise ConfigError("no condition was planned (conditions empty and zero_shot false): nothing to do")
     if not (stage.dir / "predictions.jsonl").exists():
         merge_predictions(stage, configs)
     preds = list(runs.read_jsonl(stage.dir / "predictions.jsonl"))
-    first = next(iter(summaries.values()))
+    finished = [s for s in summaries.values() if "failed" not in s]
+    if not finished:
+        raise NonFiniteLoss("every condition failed: " + "; ".join(s["failed"] for s in summaries.values()))
+    first = finished[0]
     stage.record_model("speech_encoder", first["whisper_model"])
     stage.record_model("speech_llm", first["llm_model"], train_mode=first["train_mode"])
     per_cond = {c: {k: s.get(k) for k in SUMMARY_KEYS} for c, s in summaries.items()}
@@ -118,8 +122,18 @@ def finish(stage: runs.Stage, configs: dict[str, FinetuneConfig], summaries: dic
 
 
 def run_plan(configs: dict[str, FinetuneConfig]) -> dict[str, dict[str, Any]]:
-    """Train (none for zero_shot) and predict every planned condition in turn, in this process."""
-    return {condition: run_condition(cfg) for condition, cfg in configs.items()}
+    """Train (none for zero_shot) and predict every planned condition in turn, in this process.
+
+    A condition whose loss turns NaN/inf stops there, with the step and example ids in its `failed` entry; the
+    others still run, and the stage records the failure as a finding (06's verdict reports it).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for condition, cfg in configs.items():
+        try:
+            out[condition] = run_condition(cfg)
+        except NonFiniteLoss as exc:
+            out[condition] = {"failed": f"{type(exc).__name__}: {exc}", "condition": condition}
+    return out
 
 
 def summary_table(summaries: dict[str, dict[str, Any]]) -> pd.DataFrame:

@@ -176,7 +176,7 @@ def train(model: nn.Module, samples: Sequence[Encoded], cache: EncoderCache, set
     Loss = sum of answer-token cross-entropies / answer tokens in the whole accumulation window, so a step's
     gradient does not depend on how the window was split into micro-batches.
     """
-    from tqdm.auto import tqdm
+    from paraqa_utils.progress import tqdm
 
     wrapped = wrapped or model
     pad_id = model.tokenizer.pad_token_id

@@ -122,7 +122,7 @@ class LLMClient:
 
     async def complete_many(self, requests: Sequence[LLMRequest]) -> list[LLMResult]:
         """Cache hits first (no task per item), then `concurrency` workers over the misses."""
-        from tqdm import tqdm  # plain text bar: tqdm.auto warns in kernels without ipywidgets
+        from paraqa_utils.progress import tqdm  # text bar that also reports to the runner
 
         t0 = time.monotonic()
         requests = list(requests)

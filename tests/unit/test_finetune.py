@@ -209,14 +209,15 @@ def test_stage_trains_every_condition_and_predicts_with_a_zero_shot_floor(merged
                           "--set", "n_steps=1"]) == 0
 
 
-def test_stage_marks_itself_not_run_while_03_is_a_placeholder(tmp_path):
+def test_stage_fails_instead_of_finishing_empty_when_03_left_nothing(tmp_path):
     up = runs.Stage(tmp_path, "03_explicit_merge")
     up.finish(implemented=False)
     stage = runs.Stage(tmp_path, "04_finetune")
-    plan = finetune_stage.plan(stage, make_config(), "all")
-    assert plan == {}
-    finetune_stage.finish(stage, plan, {})
-    assert json.loads((stage.dir / "stage.json").read_text())["implemented"] is False
+    with pytest.raises(ConfigError, match="recorded no conditions.json.*--only 03_explicit_merge"):
+        finetune_stage.plan(stage, make_config(), "all")
+    with pytest.raises(ConfigError, match="nothing to do"):
+        finetune_stage.finish(stage, {}, {})
+    assert json.loads((stage.dir / "stage.json").read_text())["status"] == "running"
 
 
 def test_notebook_tables_handle_empty_and_filled_predictions():
@@ -231,3 +232,19 @@ def test_notebook_tables_handle_empty_and_filled_predictions():
     assert len(finetune.prediction_examples(preds, n=1)) == 2
     table = finetune.summary_table({"baseline": {"steps": 3, "final_loss": 1.5, "extra": 9}})
     assert table.loc["baseline", "steps"] == 3 and "extra" not in table.columns and "seconds" in table.columns
+
+
+def test_a_condition_whose_loss_turns_nan_is_recorded_and_the_others_run(monkeypatch):
+    seen = []
+
+    def fake_run(cfg):
+        seen.append(cfg.condition)
+        if cfg.condition == "baseline":
+            raise training.NonFiniteLoss("loss is nan at step 3 (epoch 0, micro-batch 1/1); example ids: ['b:1']")
+        return {"condition": cfg.condition, "steps": 2}
+
+    monkeypatch.setattr(finetune_stage, "run_condition", fake_run)
+    plan = {c: make_config(condition=c) for c in ("zero_shot", "baseline", "implicit")}
+    out = finetune_stage.run_plan(plan)
+    assert seen == ["zero_shot", "baseline", "implicit"] and out["implicit"]["steps"] == 2
+    assert "at step 3" in out["baseline"]["failed"] and "['b:1']" in out["baseline"]["failed"]

@@ -9,6 +9,11 @@
 3. the time to train and predict every condition (+ zero_shot) at the demo size (params/demo.yaml's 04 block)
    on a fake 03 stage of espeak-ng clips (24 training clips, 6 test clips).
 Each part runs in its own process (so peak memory is that part's); the printout is what to report.
+
+The limit a step is measured against: this machine's float32 GEMM rate at the LLM's own shapes (tokens x hidden
+@ hidden x intermediate, timed in the same process and thread count). Training the adapter (and LoRA) through a
+frozen LLM costs about 4 x N_llm FLOPs per token (forward, plus the backward pass to the inputs; no weight
+gradients for the frozen matrices), so `matmul ratio` = 4 * N_llm * tokens/s / GEMM FLOP/s.
 """
 from __future__ import annotations
 
@@ -65,6 +70,10 @@ def _child(part: str, run: Path, threads: int) -> dict:
         cache = speech_data.EncoderCache(model.audio_encoder, Path(cfg.out_dir) / "_cache" / "encoder")
         cache.get(clips)  # warm: every training clip once, on disk for run_condition
         out["cache_on"] = finetune.run_condition(cfg)
+        llm_cfg = model.llm.config
+        out["n_llm_params"] = sum(p.numel() for p in model.llm.parameters())
+        tokens = int(out["cache_on"]["tokens_per_s"] * out["cache_on"]["seconds_per_step"]) or 512
+        out["gemm_flops_per_s"] = gemm_flops_per_s(tokens, llm_cfg.hidden_size, llm_cfg.intermediate_size)
         if part == "rates":
             out["cache_off"] = finetune.run_condition(dataclasses.replace(
                 cfg, out_dir=str(run / "bench_cache_off"), use_encoder_cache=False, test_files={}))
@@ -84,6 +93,20 @@ def _child(part: str, run: Path, threads: int) -> dict:
                                for c, s in summaries.items()})
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
+
+
+def gemm_flops_per_s(tokens: int, hidden: int, inner: int, repeats: int = 20) -> float:
+    """float32 matmul rate at one of the LLM's MLP shapes (the best of `repeats`, after a warm-up)."""
+    import torch
+
+    a, b = torch.randn(tokens, hidden), torch.randn(hidden, inner)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * tokens * hidden * inner / best
 
 
 def run_part(part: str, run: Path, threads: int) -> dict:
@@ -125,6 +148,12 @@ def main() -> None:
         print(f"  speed-up from the cache: x{off['seconds_per_step'] / on['seconds_per_step']:.2f}")
         print(f"training, adapter + LoRA (r=8, q/k/v/o), cache warm: {lora['cache_on']['seconds_per_step']:.2f} s/step "
               f"{lora['cache_on']['examples_per_s']:.2f} examples/s")
+        for name, part in (("adapter", r), ("adapter + LoRA", lora)):
+            tps = part["cache_on"]["tokens_per_s"]
+            ratio = 4 * part["n_llm_params"] * tps / part["gemm_flops_per_s"]
+            print(f"  {name:15s}: {tps:7.1f} tokens/s = {4 * part['n_llm_params'] * tps / 1e9:.2f} GFLOP/s of model "
+                  f"work; GEMM at the LLM's shapes here: {part['gemm_flops_per_s'] / 1e9:.2f} GFLOP/s; "
+                  f"matmul ratio {ratio:.2f}")
         print(f"prediction: {on['predict_seconds'] / on['n_predictions']:.2f} s per item (batch 8, <= 16 new tokens)")
         print(f"peak RSS: adapter {r['peak_rss_mib']:.0f} MiB, adapter + LoRA {lora['peak_rss_mib']:.0f} MiB")
         if not args.skip_demo:

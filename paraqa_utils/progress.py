@@ -43,7 +43,7 @@ class tqdm(_tqdm):  # noqa: N801 (a drop-in for tqdm)
         if not self._report_path or getattr(self, "n", None) is None or (not force and now - self._report_t < WRITE_EVERY_S):
             return
         self._report_t = now
-        elapsed = now - self.start_t if getattr(self, "start_t", None) else 0.0
+        elapsed = self._time() - self.start_t if getattr(self, "start_t", None) else 0.0  # tqdm's own clock
         record = {"desc": self.desc or "", "n": self.n, "total": self.total, "elapsed_s": round(elapsed, 2),
                   "unit": self.unit, "wall": time.time()}
         tmp = f"{self._report_path}.{os.getpid()}.{threading.get_ident()}.tmp"

@@ -12,8 +12,10 @@ def test_bars_report_done_total_and_elapsed(tmp_path, monkeypatch):
     monkeypatch.setenv(progress.ENV, str(f))
     monkeypatch.setattr(progress, "WRITE_EVERY_S", 0.0)
     bar = progress.tqdm(total=8, desc="transcribing", unit="clip", disable=False)
+    time.sleep(0.2)
     bar.update(3)
     rec = json.loads(f.read_text())
+    assert 0.15 < rec["elapsed_s"] < 5  # seconds since the bar started, on tqdm's own clock
     assert (rec["desc"], rec["n"], rec["total"], rec["unit"]) == ("transcribing", 3, 8, "clip")
     list(progress.tqdm(range(4), desc="loop"))
     assert json.loads(f.read_text())["n"] == 4  # a closed bar leaves its final count

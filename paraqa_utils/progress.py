@@ -40,8 +40,9 @@ class tqdm(_tqdm):  # noqa: N801 (a drop-in for tqdm)
 
     def _report(self, force: bool = False) -> None:
         now = time.monotonic()
-        if not self._report_path or getattr(self, "n", None) is None or (not force and now - self._report_t < WRITE_EVERY_S):
-            return
+        if (not getattr(self, "_report_path", None) or getattr(self, "n", None) is None or not hasattr(self, "desc")
+                or (not force and now - self._report_t < WRITE_EVERY_S)):
+            return  # no runner listening, or a bar torn down before it was fully built
         self._report_t = now
         elapsed = self._time() - self.start_t if getattr(self, "start_t", None) else 0.0  # tqdm's own clock
         record = {"desc": self.desc or "", "n": self.n, "total": self.total, "elapsed_s": round(elapsed, 2),

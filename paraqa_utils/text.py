@@ -1,4 +1,4 @@
-"""Shared text helpers: the label vocabulary, tokens, label-word mentions, and the one sentence embedder."""
+"""Shared text helpers: the label vocabulary, tokens, label-word mentions, word error rate, the one sentence embedder."""
 from __future__ import annotations
 
 import re
@@ -64,6 +64,32 @@ def mentions(text: str, lexicon: dict[str, set[str]], spoken: set[str]) -> list[
             if not any(b in NEGATIONS or b.endswith("n't") for b in before):
                 out.append((t, lexicon[t]))
     return out
+
+
+def normalise(text: str) -> list[str]:
+    """Lower-case words without punctuation (apostrophes kept): what WER compares."""
+    return re.sub(r"[^\w' ]+", " ", (text or "").lower().replace("-", " ")).split()
+
+
+def edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> int:
+    """Word-level Levenshtein distance (substitutions + deletions + insertions)."""
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1]
+
+
+def wer(refs: Sequence[str], hyps: Sequence[str]) -> float | None:
+    """Corpus word error rate: total edits over total reference words (None without reference words)."""
+    n = edits = 0
+    for r, h in zip(refs, hyps):
+        rw = normalise(r)
+        n += len(rw)
+        edits += edit_distance(rw, normalise(h))
+    return edits / n if n else None
 
 
 def minilm_embedder(spec: str = "", batch_size: int = 64) -> Embed:

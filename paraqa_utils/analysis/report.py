@@ -7,7 +7,11 @@ from typing import Any
 import pandas as pd
 
 from paraqa_utils import runs
+from paraqa_utils.analysis.learning import learning_block, learning_table
 from paraqa_utils.analysis.tables import TYPES, Inputs, data_tables, fmt
+from paraqa_utils.analysis.validity import COLUMNS as VALIDITY_COLUMNS
+from paraqa_utils.analysis.validity import validity_table
+from paraqa_utils.analysis.verdict import verdict_text
 
 MAIN_COLUMNS = ("judge", "condition", "n_items", "micro", "macro", *TYPES, "rel_improvement_pct", "ci_low", "ci_high",
                 "p_value", "note")
@@ -20,13 +24,25 @@ def write_classification(stage: runs.Stage, inp: Inputs) -> pd.DataFrame:
     return classification
 
 
-def write_validity(stage: runs.Stage, inp: Inputs) -> pd.DataFrame:
-    """Stage 05's validation.json flattened to one value per dotted key -> tab_judge_validity.csv."""
+def judge_validation(inp: Inputs) -> dict[str, Any]:
+    """Stage 05's validation.json ({} when 05 left none: the Verdict then says the judge scores are no evidence)."""
     val_path = inp.path("05_judge/validation.json")
-    validation = runs.read_json(val_path) if val_path else {}
-    validity = pd.json_normalize(validation, sep=".").T.rename(columns={0: "value"}) if validation else pd.DataFrame()
-    validity.to_csv(stage.dir / "tab_judge_validity.csv")
+    return runs.read_json(val_path) if val_path else {}
+
+
+def write_validity(stage: runs.Stage, inp: Inputs) -> pd.DataFrame:
+    """Stage 05's validation.json as a readable table (judge, measure, value, scale, n) -> tab_judge_validity.csv."""
+    validation = judge_validation(inp)
+    validity = validity_table(validation) if validation else pd.DataFrame(columns=VALIDITY_COLUMNS)
+    validity.to_csv(stage.dir / "tab_judge_validity.csv", index=False)
     return validity
+
+
+def write_learning(stage: runs.Stage, inp: Inputs) -> dict[str, Any]:
+    """The learning block (learning.learning_block) -> tab_learning.csv (one row per condition and measure)."""
+    block = learning_block(inp)
+    learning_table(block).to_csv(stage.dir / "tab_learning.csv", index=False)
+    return block
 
 
 def write_data_tables(stage: runs.Stage, inp: Inputs) -> dict[str, pd.DataFrame]:
@@ -43,25 +59,31 @@ def table_shapes(tables: dict[str, pd.DataFrame]) -> dict[str, tuple[int, int]]:
 
 def report_sections(summary: pd.DataFrame, missing: dict[str, str], main: pd.DataFrame,
                     classification: pd.DataFrame, validity: pd.DataFrame, tables: dict[str, pd.DataFrame],
-                    main_test_set: str, baseline: str) -> list[tuple[str, str]]:
-    """REPORT.md's sections in order: stages, missing inputs (only if any), the main table, classification,
-    judge validity, then one section per data table."""
-    sections = [("Stages", fmt(summary))]
+                    main_test_set: str, baseline: str, verdict: dict[str, Any],
+                    learning: dict[str, Any]) -> list[tuple[str, str]]:
+    """REPORT.md's sections in order: the verdict (verdict.build_verdict), stages, missing inputs (only if any),
+    learning, the main table, classification, judge validity, then one section per data table."""
+    sections = [("Verdict", verdict_text(verdict)), ("Stages", fmt(summary))]
     if missing:
         sections.append(("Missing or unfinished inputs",
                          fmt(pd.Series(missing, name="why").to_frame().reset_index())))
     main_cols = [c for c in MAIN_COLUMNS if c in main]
-    sections += [(f"Main table ({main_test_set}; judge score 0-100; relative improvement over {baseline})",
-                  fmt(main[main_cols]) if len(main) else "(no judgments)"),
-                 ("Classification (answers mapped to labels)", fmt(classification)),
-                 ("Judge validity", fmt(validity.reset_index()) if len(validity) else "(none)")]
+    chance = learning.get("emotion_ua_chance", {})
+    sections += [("Learning (did each condition learn? n = training steps or test items)",
+                  fmt(learning_table(learning), 3) + f"\n\nChance emotion UA: {chance.get('value')} "
+                  f"(1 / {chance.get('n_classes')} emotion classes in the emotion test set)."),
+                 (f"Main table ({main_test_set}; judge score 0-100; relative improvement over {baseline} in %, "
+                  "with its 95 % bootstrap CI)", fmt(main[main_cols]) if len(main) else "(no judgments)"),
+                 ("Classification (answers mapped to labels; WA, UA, macro-F1 on 0-1)", fmt(classification)),
+                 ("Judge validity", fmt(validity, 3) if len(validity) else "(none)")]
     sections += [(f"Data: {name}", fmt(t.reset_index())) for name, t in tables.items()]
     return sections
 
 
 def analysis_metrics(stage: runs.Stage, inp: Inputs, figures: list[Path], main: pd.DataFrame,
-                     regenerate_s: float) -> dict[str, Any]:
-    """metrics.json of stage 06: tables and figures written, missing inputs, time taken, the main table."""
+                     regenerate_s: float, learning: dict[str, Any], verdict: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json of stage 06: tables and figures written, missing inputs, time taken, the main table, the
+    learning block and the verdict."""
     return {"n_tables": len(list(stage.dir.glob("tab_*.csv"))), "n_figures": len(figures) // 2,
             "missing_inputs": sorted(inp.missing), "regenerate_s": round(regenerate_s, 2),
-            "main": main.round(4).to_dict("records")}
+            "main": main.round(4).to_dict("records"), "learning": learning, "verdict": verdict}

@@ -121,22 +121,23 @@ def write_report(stage: runs.Stage, sections: list[tuple[str, str]], figures: li
     manifest = runs.read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").exists() else {}
     params = (run_dir / "params.resolved.yaml").read_text() if (run_dir / "params.resolved.yaml").exists() else ""
     git = manifest.get("git", {})
-    head = [f"# ParaQA run `{run_dir.name}`", "",
-            f"profile `{manifest.get('profile', '?')}` · git `{git.get('sha7')}` (dirty: {git.get('dirty')}) · "
-            f"created {manifest.get('created_utc', '?')}", ""]
-    body = []
-    for title, text in sections:
-        body += [f"## {title}", "", text, ""]
-    figs = ["## Figures", ""] + [f"![{f.stem}]({f.name})" for f in figures if f.suffix == ".png"] + [""]
-    tail = ["## Resolved parameters", "", "```yaml", params.rstrip(), "```", ""]
-    md = "\n".join(head + body + figs + tail)
-    (stage.dir / "REPORT.md").write_text(md)
+    byline = (f"profile `{manifest.get('profile', '?')}` · git `{git.get('sha7')}` (dirty: {git.get('dirty')}) · "
+              f"created {manifest.get('created_utc', '?')}")
+    lead = sections[:1] if sections and sections[0][0] == "Verdict" else []  # the verdict comes right after the title
+    md = [f"# ParaQA run `{run_dir.name}`", ""]
+    for n, (title, text) in enumerate(sections):
+        md += ([byline, ""] if n == len(lead) else []) + [f"## {title}", "", text, ""]
+    md += ([byline, ""] if len(sections) == len(lead) else [])
+    md += ["## Figures", ""] + [f"![{f.stem}]({f.name})" for f in figures if f.suffix == ".png"] + [""]
+    md += ["## Resolved parameters", "", "```yaml", params.rstrip(), "```", ""]
+    (stage.dir / "REPORT.md").write_text("\n".join(md))
     html = ["<html><head><meta charset='utf-8'><title>ParaQA " + run_dir.name + "</title>",
             "<style>body{font-family:sans-serif;max-width:70em;margin:auto} table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:2px 6px} img{max-width:100%}</style></head><body>"]
-    html += [f"<h1>ParaQA run <code>{run_dir.name}</code></h1><p>{head[2]}</p>"]
-    for title, text in sections:
-        html += [f"<h2>{title}</h2>", _md_to_html(text)]
+    html += [f"<h1>ParaQA run <code>{run_dir.name}</code></h1>"]
+    for n, (title, text) in enumerate(sections):
+        html += ([f"<p>{byline}</p>"] if n == len(lead) else []) + [f"<h2>{title}</h2>", _md_to_html(text)]
+    html += ([f"<p>{byline}</p>"] if len(sections) == len(lead) else [])
     html += ["<h2>Figures</h2>"] + [f"<p><img src='{f.name}' alt='{f.stem}'></p>" for f in figures if f.suffix == ".png"]
     html += ["<h2>Resolved parameters</h2><pre>", params.replace("<", "&lt;"), "</pre></body></html>"]
     (stage.dir / "REPORT.html").write_text("\n".join(html))

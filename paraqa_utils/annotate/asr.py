@@ -1,13 +1,13 @@
 """Word-timed transcripts: the corpus reference aligned to speech, faster-whisper (packed), transformers Whisper."""
 from __future__ import annotations
 
-import re
 from typing import Any, Sequence
 
 import numpy as np
 
 from paraqa_utils import assets
 from paraqa_utils.annotate.vad import SAMPLE_RATE_HZ, overlap_s
+from paraqa_utils.text import edit_distance, normalise, wer  # noqa: F401 (scoring lives in the core: 05 uses it too)
 
 ASR_BACKENDS = ("reference", "faster-whisper", "transformers")
 Word = dict[str, Any]  # {"w": str, "start_s": float, "end_s": float}
@@ -156,30 +156,3 @@ def transcribe_transformers(pipe: Any, audio: np.ndarray, language: str | None =
         e = dur if e is None else e
         words.append({"w": text, "start_s": round(min(float(s), dur), 3), "end_s": round(min(float(e), dur), 3)})
     return words
-
-
-# --- scoring -------------------------------------------------------------------------------------------------
-def normalise(text: str) -> list[str]:
-    """Lower-case words without punctuation (apostrophes kept): what WER compares."""
-    return re.sub(r"[^\w' ]+", " ", text.lower().replace("-", " ")).split()
-
-
-def edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> int:
-    """Word-level Levenshtein distance (substitutions + deletions + insertions)."""
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1]
-
-
-def wer(refs: Sequence[str], hyps: Sequence[str]) -> float | None:
-    """Corpus word error rate: total edits over total reference words (None without reference words)."""
-    n = edits = 0
-    for r, h in zip(refs, hyps):
-        rw = normalise(r)
-        n += len(rw)
-        edits += edit_distance(rw, normalise(h))
-    return edits / n if n else None

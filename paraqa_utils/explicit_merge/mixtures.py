@@ -12,7 +12,7 @@ from paraqa_utils import runs
 from paraqa_utils.explicit_merge import exports
 from paraqa_utils.explicit_merge.config import MergeConfig
 
-TEST_SETS = ("cpqa_ref", "cpqa_llm", "emotion", "gender")
+TEST_SETS = ("cpqa_ref", "cpqa_llm", "emotion", "gender", "asr")
 
 
 def index_by_clip(records: Iterable[dict[str, Any]], what: str) -> dict[str, dict[str, Any]]:
@@ -82,17 +82,34 @@ def write_condition(path: Path, condition: str, sources: dict[str, Iterable[dict
     return counts
 
 
+def held_out_clip_ids(clips: dict, anns: dict, seed: int, max_clips: int = -1) -> list[str]:
+    """The test-split clips that 01 annotated, in seeded order, at most `max_clips` (-1: all): every test set's clips."""
+    ids = [c for c in clip_order(clips, seed) if clips[c].get("split") == "test" and c in anns]
+    return ids if max_clips < 0 else ids[:max_clips]
+
+
+def asr_item(clip: dict[str, Any], bank: dict, seed: int) -> dict[str, Any] | None:
+    """One `asr` test item: an instruction from the template bank, the ground-truth transcript (the clip's segment
+    texts joined) as reference, no label; None for a clip without text (write_test_sets counts those)."""
+    reference = " ".join(s["text"].strip() for s in clip.get("segments", []) if (s.get("text") or "").strip())
+    if not reference:
+        return None
+    question = em.stable_rng(seed, "asr_test", clip["clip_id"]).choice(bank["asr"])
+    return {"item_id": f"asr:{clip['clip_id']}", "test_set": "asr", "question_type": "asr", "question": question,
+            "reference": reference, "label": None}
+
+
 def build_test_sets(clips: dict, anns: dict, qa_by_clip: dict[str, list[dict]], ref_bank: dict, bank: dict, seed: int,
                mode: str, bins: dict, include_gender: bool, max_clips: int = -1) -> dict[str, list[dict]]:
     """The test sets, on the test split only; `explicit_block` always comes from the annotator's output."""
     out: dict[str, list[dict]] = {s: [] for s in TEST_SETS}
-    test_ids = [c for c in clip_order(clips, seed) if clips[c].get("split") == "test" and c in anns]
-    if max_clips >= 0:
-        test_ids = test_ids[:max_clips]
-    for cid in test_ids:
+    for cid in held_out_clip_ids(clips, anns, seed, max_clips):
         clip, ann = clips[cid], anns[cid]
         base = {"clip_id": cid, "audio_path": clip["audio_path"],
                 "explicit_block": em.verbalise(ann.get("segments", []), mode, bins, include_gender)}
+        asr = asr_item(clip, bank, seed)
+        if asr is not None:
+            out["asr"].append({**base, **asr})
         for k, it in enumerate(em.reference_items(clip, ref_bank, bank["words"], seed)):
             out["cpqa_ref"].append({**base, **it, "item_id": f"cpqa_ref:{cid}:{k}", "test_set": "cpqa_ref"})
         segs = clip.get("segments", [])

@@ -30,10 +30,11 @@ def mixture_table(counts: dict[str, dict[str, int]]) -> pd.DataFrame:
 
 
 def write_test_sets(stage: runs.Stage, cfg: MergeConfig, clips: dict, anns: dict, qa_by_clip: dict[str, list[dict]],
-                    bins: dict) -> tuple[dict[str, list[dict]], dict[str, Path], dict[str, int]]:
+                    bins: dict) -> tuple[dict[str, list[dict]], dict[str, Path], dict[str, int], dict[str, int]]:
     """Build the test sets (test split only, at most cfg.max_test_clips clips; plus `cpqa_human` when
     cfg.human_qa_path names a human-written set) and write each to test_<set>.jsonl.
-    Returns (items per set, paths per set, explicit-block counts of the human set or {})."""
+    Returns (items per set, paths per set, explicit-block counts of the human set or {}, clips skipped per reason:
+    `asr_no_text` = test clips without a ground-truth transcript, so without an `asr` item)."""
     mode, include_gender = cfg.explicit_mode, cfg.explicit_gender
     tests = mixtures.build_test_sets(clips, anns, qa_by_clip, em.load_bank(em.REFERENCE_FILE),
                                      em.load_bank(em.TEMPLATES_FILE), cfg.seed, mode, bins, include_gender,
@@ -45,7 +46,8 @@ def write_test_sets(stage: runs.Stage, cfg: MergeConfig, clips: dict, anns: dict
     paths = {name: stage.dir / f"test_{name}.jsonl" for name in tests}
     for name, items in tests.items():
         runs.write_jsonl(paths[name], items)
-    return tests, paths, human_blocks
+    n_clips = len(mixtures.held_out_clip_ids(clips, anns, cfg.seed, cfg.max_test_clips))
+    return tests, paths, human_blocks, {"asr_no_text": n_clips - len(tests["asr"])}
 
 
 def types_per_test_set(tests: dict[str, list[dict]]) -> pd.DataFrame:
@@ -86,9 +88,12 @@ def mixture_metrics(counts: dict[str, dict[str, int]], tests: dict[str, list[dic
 
 
 def merge_metrics(cfg: MergeConfig, counts: dict[str, dict[str, int]], tests: dict[str, list[dict]],
-                  dropped: dict[str, int], leak: dict[str, Any], human_blocks: dict[str, int]) -> dict[str, Any]:
-    """Everything stage 03 puts in metrics.json: the sizes (mixture_metrics), the dropped inputs, the leakage
-    verdict, how the explicit block was built, and the human set's explicit-block counts."""
-    return {**mixture_metrics(counts, tests), "dropped_inputs": dict(dropped), "leakage_ok": leak["ok"],
+                  dropped: dict[str, int], leak: dict[str, Any], human_blocks: dict[str, int],
+                  test_skipped: dict[str, int]) -> dict[str, Any]:
+    """Everything stage 03 puts in metrics.json: the sizes (mixture_metrics), the dropped inputs, the test clips
+    skipped by a test set (write_test_sets), the leakage verdict, how the explicit block was built, and the human
+    set's explicit-block counts."""
+    return {**mixture_metrics(counts, tests), "dropped_inputs": dict(dropped), "test_skipped": dict(test_skipped),
+            "leakage_ok": leak["ok"],
             "explicit_mode": cfg.explicit_mode, "explicit_gender": cfg.explicit_gender,
             "template_label_source": cfg.template_label_source, "cpqa_human_explicit_blocks": human_blocks}

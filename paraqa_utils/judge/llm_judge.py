@@ -121,6 +121,7 @@ def _row(cfg: JudgeConfig, it: dict, run: int, sha: str, score: int | None, why:
 
 OPEN_SETS = ("cpqa_ref", "cpqa_llm", "cpqa_human")
 LABEL_SETS = ("emotion", "gender")
+ASR_SETS = ("asr",)  # scored by word error rate only: never sent to an LLM judge
 
 
 def load_items(stage: runs.Stage, max_items_per_set: int = -1, seed: int = 0) -> list[dict[str, Any]]:
@@ -133,7 +134,7 @@ def load_items(stage: runs.Stage, max_items_per_set: int = -1, seed: int = 0) ->
 
     conds = runs.read_json(stage.input("03_explicit_merge/conditions.json"))
     tests: dict[str, dict[str, Any]] = {}
-    for name in (*OPEN_SETS, *LABEL_SETS):
+    for name in (*OPEN_SETS, *LABEL_SETS, *ASR_SETS):
         rel = f"03_explicit_merge/test_{name}.jsonl"
         if rel.split("/", 1)[1] in runs.read_json(stage.run_dir / "03_explicit_merge" / runs.STAGE_FILE)["outputs"]:
             for it in runs.read_jsonl(stage.input(rel)):

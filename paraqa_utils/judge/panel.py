@@ -9,7 +9,7 @@ import pandas as pd
 from paraqa_utils import runs
 from paraqa_utils.text import Embed
 from paraqa_utils.judge import validation as jv
-from paraqa_utils.judge.llm_judge import LABEL_SETS, OPEN_SETS, JudgeConfig, judge_items, rubric_path
+from paraqa_utils.judge.llm_judge import ASR_SETS, LABEL_SETS, OPEN_SETS, JudgeConfig, judge_items, rubric_path
 from paraqa_utils.judge.settings import JudgeSettings
 from paraqa_utils.llm import LLMClient
 from paraqa_utils.llm.server import llm_endpoint
@@ -24,6 +24,10 @@ def open_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def label_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [it for it in items if it["test_set"] in LABEL_SETS]
+
+
+def asr_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [it for it in items if it["test_set"] in ASR_SETS]
 
 
 def swap_probes(items: list[dict[str, Any]], seed: int, n: int) -> list[dict[str, Any]]:
@@ -85,9 +89,17 @@ def write_classification(stage: runs.Stage, lab: pd.DataFrame) -> pd.DataFrame:
     return classification
 
 
+def write_asr(stage: runs.Stage, items: list[dict[str, Any]]) -> pd.DataFrame:
+    """The asr set scored without any LLM: word error rate per condition (jv.asr_table) -> asr.csv."""
+    asr = jv.asr_table(asr_items(items))
+    asr.to_csv(stage.dir / "asr.csv", index=False)
+    return asr
+
+
 def write_similarity(stage: runs.Stage, items: list[dict[str, Any]], embed: Embed) -> pd.DataFrame:
-    """Each answer's embedding similarity to its reference -> similarity.csv; returns every item with it."""
-    sim = pd.DataFrame(items)
+    """Each answer's embedding similarity to its reference -> similarity.csv; returns every item with it (the asr
+    set is left out: a transcript is scored by write_asr)."""
+    sim = pd.DataFrame([it for it in items if it["test_set"] not in ASR_SETS])
     sim["ref_similarity"] = jv.reference_similarity(sim["answer"].tolist(), sim["reference"].tolist(), embed)
     sim[["item_id", "condition", "test_set", "ref_similarity"]].to_csv(stage.dir / "similarity.csv", index=False)
     return sim
@@ -103,9 +115,11 @@ def write_validation(stage: runs.Stage, judgments: list[dict[str, Any]], lab: pd
 
 def judge_metrics(settings: JudgeSettings, items: list[dict[str, Any]], judgments: list[dict[str, Any]],
                   probes: list[dict[str, Any]], validation: dict[str, Any], ledgers: dict[str, Any],
-                  scores: pd.DataFrame, classification: pd.DataFrame, sim: pd.DataFrame) -> dict[str, Any]:
+                  scores: pd.DataFrame, classification: pd.DataFrame, sim: pd.DataFrame,
+                  asr: pd.DataFrame) -> dict[str, Any]:
     """metrics.json of stage 05: sizes, parse failures, ledgers, judges and their sampling, cpqa_ref scores,
-    classification and the mean reference similarity per condition."""
+    classification, the mean reference similarity per condition, the WER per condition on the asr set
+    (`asr_wer`: {condition: {value, n}}, n = items) and whether the judge passed its validity checks."""
     j = pd.DataFrame(judgments)
     return {"n_items": len(items), "n_judgments": len(judgments), "n_probes": len(probes),
             "parse_fail_rate": validation["parse_fail_rate"], "ledger": ledgers,
@@ -114,4 +128,7 @@ def judge_metrics(settings: JudgeSettings, items: list[dict[str, Any]], judgment
             "cpqa_ref_scores": scores[(scores["test_set"] == "cpqa_ref")].groupby(["judge", "condition"])["score"]
             .mean().unstack(0).round(2).to_dict(),
             "classification": classification.to_dict("records"),
-            "mean_ref_similarity": sim.groupby("condition")["ref_similarity"].mean().round(4).to_dict()}
+            "mean_ref_similarity": sim.groupby("condition")["ref_similarity"].mean().round(4).to_dict(),
+            "asr_wer": {r["condition"]: {"value": None if pd.isna(r["wer"]) else round(float(r["wer"]), 4),
+                                         "n": int(r["n_items"])} for r in asr.to_dict("records")},
+            "judge_passed": bool(validation.get("verdict", {}).get("passed", False))}

@@ -9,7 +9,8 @@ import pandas as pd
 from scipy import stats as sps
 
 from paraqa_utils import stats
-from paraqa_utils.text import Embed, label_lexicon, mentions
+from paraqa_utils.judge.validity import judge_verdict
+from paraqa_utils.text import Embed, label_lexicon, mentions, normalise, wer
 
 LEXICON_FILE = "label_words_v1.txt"
 # Label descriptions the embedding fallback compares answers with (our wording).
@@ -54,6 +55,21 @@ def reference_similarity(answers: Sequence[str], references: Sequence[str], embe
         return np.zeros(0)
     a, r = embed([x or "" for x in answers]), embed(list(references))
     return np.sum(a * r, axis=1)
+
+
+ASR_COLUMNS = ["condition", "wer", "n_items", "n_ref_words", "n_empty_answers"]
+
+
+def asr_table(items: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Corpus WER (text.wer: edits over reference words, after normalising) per condition, with its counts."""
+    rows = []
+    for cond in dict.fromkeys(it["condition"] for it in items):
+        refs = [it["reference"] for it in items if it["condition"] == cond]
+        hyps = [it.get("answer") or "" for it in items if it["condition"] == cond]
+        rows.append({"condition": cond, "wer": wer(refs, hyps), "n_items": len(refs),
+                     "n_ref_words": sum(len(normalise(r)) for r in refs),
+                     "n_empty_answers": sum(not h.strip() for h in hyps)})
+    return pd.DataFrame(rows, columns=ASR_COLUMNS)
 
 
 def classification_table(items: pd.DataFrame) -> pd.DataFrame:
@@ -167,12 +183,13 @@ def label_table(label_items: list[dict[str, Any]], embed: Embed | None, min_simi
 
 def validation_report(judgments: pd.DataFrame, lab: pd.DataFrame, classification: pd.DataFrame,
                       label_sets: Sequence[str], open_sets: Sequence[str]) -> dict[str, Any]:
-    """Everything validation.json holds: the judge against correctness, UA ranking, other judges and probes."""
+    """Everything validation.json holds: the judge against correctness, UA ranking, other judges and probes, and
+    the verdict on them (validity.judge_verdict: the one definition of a judge that passed)."""
     j = judgments
     jl = (j[j["test_set"].isin(label_sets) & j["probe"].isna()].merge(
         lab[["item_id", "condition", "correct"]], on=["item_id", "condition"], how="left") if len(lab) else j.iloc[:0])
     ua = classification.groupby("condition")["ua"].mean() if len(classification) else pd.Series(dtype=float)
-    return {
+    report = {
         "judge_vs_correctness": judge_vs_correctness(jl.dropna(subset=["score_100"])) if len(jl) else {},
         "ranking_vs_ua": {name: ranking_agreement(g.groupby("condition")["score_100"].mean(), ua)
                           for name, g in jl.groupby("judge")},
@@ -180,4 +197,6 @@ def validation_report(judgments: pd.DataFrame, lab: pd.DataFrame, classification
         "length_bias": length_bias(jl) if len(jl) else {},
         "reference_swap": swap_report(j[j["test_set"].isin(open_sets)]),
         "parse_fail_rate": (1 - j.groupby("judge")["parse_ok"].mean()).to_dict(),
+        "n_judgments": j.groupby("judge").size().astype(int).to_dict(),
     }
+    return {**report, "verdict": judge_verdict(report)}

@@ -102,13 +102,18 @@ def test_stage_steps_with_and_without_stage_05(runs_root):
     names = analysis.figure_names(figures)
     assert len(figures) == 2 * len(names) and len(names) == 6  # no judge: no per-judge score figure
     assert all((st.dir / n).exists() for n in names)
+    learning = analysis.write_learning(st, inp)
+    assert learning["conditions"] == {} and (st.dir / "tab_learning.csv").exists()
+    v = analysis.build_verdict(learning, empty, analysis.judge_validation(inp), "baseline", "cpqa_ref")
+    assert v["judge_passed"] is False and v["learned"] == {} and v["effects"] == []
     sections = analysis.report_sections(analysis.stage_summary(st), inp.missing, empty, classification, validity,
-                                        data, "cpqa_ref", "baseline")
-    assert [t for t, _ in sections][:2] == ["Stages", "Missing or unfinished inputs"]
-    assert dict(sections)["Judge validity"] == "(none)" and "05_judge/validation.json" in sections[1][1]
-    m = analysis.analysis_metrics(st, inp, figures, empty, 1.234)
-    assert m["n_figures"] == 6 and m["n_tables"] == 2 and m["regenerate_s"] == 1.23 and m["main"] == []
-    assert m["missing_inputs"] == sorted(inp.missing)
+                                        data, "cpqa_ref", "baseline", v, learning)
+    assert [t for t, _ in sections][:3] == ["Verdict", "Stages", "Missing or unfinished inputs"]
+    assert "the judge scores below are not evidence" in sections[0][1]
+    assert dict(sections)["Judge validity"] == "(none)" and "05_judge/validation.json" in sections[2][1]
+    m = analysis.analysis_metrics(st, inp, figures, empty, 1.234, learning, v)
+    assert m["n_figures"] == 6 and m["n_tables"] == 3 and m["regenerate_s"] == 1.23 and m["main"] == []
+    assert m["missing_inputs"] == sorted(inp.missing) and m["learning"] is learning and m["verdict"] is v
     # with a finished 05: its classification, validation and labels feed the tables and figures
     st5 = runs.Stage(run, "05_judge")
     cls = [{"condition": c, "test_set": "emotion", "wa": 0.5, "ua": u, "macro_f1": 0.4} for c, u in
@@ -121,16 +126,21 @@ def test_stage_steps_with_and_without_stage_05(runs_root):
     st = runs.Stage(run, "06_analysis")
     inp = analysis.Inputs(st)
     classification, validity = analysis.write_classification(st, inp), analysis.write_validity(st, inp)
-    assert len(classification) == 2 and validity.loc["parse_fail_rate.j", "value"] == 0.0
+    assert len(classification) == 2 and list(validity.columns) == ["judge", "measure", "value", "scale", "n"]
+    assert validity.set_index("measure").loc["replies without a usable rating", "value"] == 0.0
     scores = analysis.item_scores(judged(8))
     main = analysis.main_table(scores, n_resamples=50)
     points = judge_accuracy_points(main, classification)
     assert list(points.columns) == ["judge", "condition", "judge_score", "ua"] and len(points) == 2
     figures = analysis.draw_figures(st, inp, scores, main, classification, {}, ["baseline", "implicit"])
     assert analysis.figure_names(figures)[0] == "fig_scores_j.png" and len(analysis.figure_names(figures)) == 7
+    learning = analysis.write_learning(st, inp)
+    v = analysis.build_verdict(learning, main, analysis.judge_validation(inp), "baseline", "cpqa_ref")
     sections = dict(analysis.report_sections(analysis.stage_summary(st), {}, main, classification, validity, {},
-                                             "cpqa_ref", "baseline"))
+                                             "cpqa_ref", "baseline", v, learning))
     assert "Missing or unfinished inputs" not in sections
-    main_text = sections["Main table (cpqa_ref; judge score 0-100; relative improvement over baseline)"]
+    main_text = sections["Main table (cpqa_ref; judge score 0-100; relative improvement over baseline in %, with its "
+                         "95 % bootstrap CI)"]
     assert main_text.splitlines()[0].split("|")[1].strip() == "judge" and "p_value" in main_text
-    assert "parse_fail_rate.j" in sections["Judge validity"]
+    assert "replies without a usable rating" in sections["Judge validity"] and "share 0-1" in sections["Judge validity"]
+    assert "holds no verdict on the judge" in sections["Verdict"]  # an old validation.json: not evidence either

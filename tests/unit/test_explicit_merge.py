@@ -196,15 +196,17 @@ def test_stage_steps_write_test_sets_gate_leaks_and_export(run, tmp_path):
     paths, counts, bins = explicit_merge.build_conditions(st, cfg, clips, anns, qa_by_clip)
     mix = explicit_merge.mixture_table(counts)
     assert mix.loc["baseline", "total"] == 34 and mix.loc["baseline", "cpqa"] == 0
-    tests, test_paths, human_blocks = explicit_merge.write_test_sets(st, cfg, clips, anns, qa_by_clip, bins)
-    assert human_blocks == {} and set(test_paths) == set(mixtures.TEST_SETS)
+    tests, test_paths, human_blocks, skipped = explicit_merge.write_test_sets(st, cfg, clips, anns, qa_by_clip, bins)
+    assert human_blocks == {} and set(test_paths) == set(mixtures.TEST_SETS) and skipped == {"asr_no_text": 0}
+    assert [it["item_id"] for it in runs.read_jsonl(test_paths["asr"])] == [it["item_id"] for it in tests["asr"]]
     assert [r["item_id"] for r in runs.read_jsonl(test_paths["emotion"])] == [it["item_id"] for it in tests["emotion"]]
     types = explicit_merge.types_per_test_set(tests)
     assert types.loc[("emotion", "emotion"), "items"] == 4
     human = tmp_path / "human.jsonl"
     runs.write_jsonl(human, [{"clip_id": "c12", "audio_path": "c12.wav", "question": "Why?", "answer": "Tired."}])
     with_human = merge_cfg(conditions=["baseline", "implicit"], human_qa_path=str(human))
-    tests, test_paths, human_blocks = explicit_merge.write_test_sets(st, with_human, clips, anns, qa_by_clip, bins)
+    tests, test_paths, human_blocks, skipped = explicit_merge.write_test_sets(st, with_human, clips, anns, qa_by_clip,
+                                                                              bins)
     assert human_blocks == {"items": 1, "with_explicit_block": 1, "without_explicit_block": 0}
     assert test_paths["cpqa_human"].name == "test_cpqa_human.jsonl" and len(tests["cpqa_human"]) == 1
     assert list(runs.read_jsonl(test_paths["cpqa_human"]))[0]["audio_path"] == "c12.wav"  # no audio root: as given
@@ -228,9 +230,10 @@ def test_stage_steps_write_test_sets_gate_leaks_and_export(run, tmp_path):
     m = explicit_merge.mixture_metrics(counts, tests)
     assert m["conditions"]["baseline"] == {"n_examples": 34, **counts["baseline"]}
     assert m["test_sets"]["cpqa_human"] == 1 and sum(m["cpqa_ref_types"].values()) == len(tests["cpqa_ref"])
-    m = explicit_merge.merge_metrics(with_human, counts, tests, {"qa_unknown_clip": 1}, leak, human_blocks)
-    assert list(m) == ["conditions", "test_sets", "cpqa_ref_types", "dropped_inputs", "leakage_ok", "explicit_mode",
-                       "explicit_gender", "template_label_source", "cpqa_human_explicit_blocks"]
+    m = explicit_merge.merge_metrics(with_human, counts, tests, {"qa_unknown_clip": 1}, leak, human_blocks, skipped)
+    assert list(m) == ["conditions", "test_sets", "cpqa_ref_types", "dropped_inputs", "test_skipped", "leakage_ok",
+                       "explicit_mode", "explicit_gender", "template_label_source", "cpqa_human_explicit_blocks"]
+    assert m["test_skipped"] == {"asr_no_text": 0} and m["test_sets"]["asr"] == 4
     assert m["dropped_inputs"] == {"qa_unknown_clip": 1} and m["leakage_ok"] is True
     assert (m["explicit_mode"], m["explicit_gender"], m["template_label_source"]) == ("numbers", True, "annotator")
     assert m["cpqa_human_explicit_blocks"] == human_blocks
@@ -242,11 +245,33 @@ def test_test_sets_follow_the_settings(run):
     clips, anns, qa_by_clip, _ = explicit_merge.load_inputs(st)
     cfg = merge_cfg(conditions=["baseline"], explicit_mode="categories", explicit_gender=False, max_test_clips=2)
     paths, _, bins = explicit_merge.build_conditions(st, cfg, clips, anns, qa_by_clip)
-    tests, _, _ = explicit_merge.write_test_sets(st, cfg, clips, anns, qa_by_clip, bins)
-    assert len({it["clip_id"] for it in tests["emotion"]}) == 2
+    tests, _, _, _ = explicit_merge.write_test_sets(st, cfg, clips, anns, qa_by_clip, bins)
+    assert len({it["clip_id"] for it in tests["emotion"]}) == 2 and len(tests["asr"]) == 2
     block = tests["emotion"][0]["explicit_block"]
     assert block == em.verbalise(anns[tests["emotion"][0]["clip_id"]]["segments"], "categories", bins, False)
     assert "valence" not in block and "male" not in block
     assert explicit_merge.check_leakage(st, cfg, paths, tests, clips, anns, bins)["ok"]
     with pytest.raises(em.MergeError, match="explicit block not built from the annotator"):  # other settings
         explicit_merge.check_leakage(st, merge_cfg(conditions=["baseline"]), paths, tests, clips, anns, bins)
+
+
+def test_asr_test_set_uses_ground_truth_text_skips_clips_without_and_passes_the_guards(run):
+    """test_asr: a template ASR instruction, the clip's segment texts joined as reference, no label; a test clip
+    without text has no item and is counted; the leakage guards hold (test clips only, 01's explicit block)."""
+    st = runs.Stage(run, "03_explicit_merge")
+    clips, anns, qa_by_clip, _ = explicit_merge.load_inputs(st)
+    clips["c14"]["segments"] = [{**s, "text": ""} for s in clips["c14"]["segments"]]  # a test clip without text
+    cfg = merge_cfg(conditions=["baseline"])
+    paths, _, bins = explicit_merge.build_conditions(st, cfg, clips, anns, qa_by_clip)
+    tests, test_paths, _, skipped = explicit_merge.write_test_sets(st, cfg, clips, anns, qa_by_clip, bins)
+    assert skipped == {"asr_no_text": 1} and test_paths["asr"].name == "test_asr.jsonl"
+    by_clip = {it["clip_id"]: it for it in tests["asr"]}
+    assert sorted(by_clip) == ["c12", "c13", "c15"]
+    it = by_clip["c13"]
+    assert it["reference"] == "Sentence number 13 is here. Then comes line 13 again."
+    assert it["label"] is None and it["test_set"] == "asr" and it["item_id"] == "asr:c13"
+    assert it["question"] in em.load_bank(em.TEMPLATES_FILE)["asr"]
+    assert it["explicit_block"] == em.verbalise(anns["c13"]["segments"], "numbers", bins, True)
+    assert explicit_merge.check_leakage(st, cfg, paths, tests, clips, anns, bins)["ok"]
+    again, _, _, _ = explicit_merge.write_test_sets(st, cfg, clips, anns, qa_by_clip, bins)
+    assert again["asr"] == tests["asr"]  # seeded: the same instruction per clip on a rerun

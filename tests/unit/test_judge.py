@@ -212,9 +212,20 @@ def test_scorers_write_their_files_and_the_metrics(runs_root):
     validation = judge.write_validation(st, rows, lab, classification)
     assert json.loads((st.dir / "validation.json").read_text())["parse_fail_rate"] == validation["parse_fail_rate"]
     scores = judge.scores_table(rows)
-    m = judge.judge_metrics(settings, its, rows, [], validation, {"a": {"requests": 1}}, scores, classification, sim)
+    asr_its = [{"item_id": f"asr:{i}", "condition": c, "test_set": "asr", "question_type": "asr",
+                "question": "Transcribe the audio.", "reference": "the cat sat on the mat", "label": None,
+                "answer": "the cat sat on the mat" if c == "good" else "a cat sat"} for i in range(2) for c in ("good", "bad")]
+    asr = judge.write_asr(st, its + asr_its)
+    assert pd.read_csv(st.dir / "asr.csv").to_dict("records") == asr.to_dict("records")
+    assert len(judge.write_similarity(st, its + asr_its, embed)) == len(its)  # a transcript is scored by WER only
+    m = judge.judge_metrics(settings, its, rows, [], validation, {"a": {"requests": 1}}, scores, classification, sim,
+                            asr)
     assert list(m) == ["n_items", "n_judgments", "n_probes", "parse_fail_rate", "ledger", "judges", "n_judge_runs",
-                       "judge_temperature", "cpqa_ref_scores", "classification", "mean_ref_similarity"]
+                       "judge_temperature", "cpqa_ref_scores", "classification", "mean_ref_similarity", "asr_wer",
+                       "judge_passed"]
+    # bad: 'a cat sat' for 'the cat sat on the mat' = 1 substitution + 3 deletions of 6 words, twice
+    assert m["asr_wer"] == {"good": {"value": 0.0, "n": 2}, "bad": {"value": round(8 / 12, 4), "n": 2}}
+    assert m["judge_passed"] is validation["verdict"]["passed"]
     assert m["n_items"] == 8 and m["judges"] == ["a/rubric_v1"] and m["cpqa_ref_scores"] == {"a/rubric_v1": {"good": 80.0}}
     assert set(m["mean_ref_similarity"]) == {"good", "bad"} and len(m["classification"]) == len(classification)
     assert (m["n_judge_runs"], m["judge_temperature"]) == (2, 0.7)  # the settings' sampling, recorded
@@ -229,3 +240,47 @@ def test_label_mapping_uses_the_settings_similarity_floor(runs_root):
     low = judge.write_label_mapping(st, judge_settings(min_label_similarity=0.5), its, embed)
     high = judge.write_label_mapping(st, judge_settings(min_label_similarity=0.9), its, embed)
     assert low.loc[0, "map_method"] == "embedding" and high.loc[0, "map_method"] == "none"
+
+
+def test_asr_table_is_corpus_wer_per_condition_with_counts():
+    its = [{"condition": "c", "reference": "Hello, world!", "answer": "hello world"},
+           {"condition": "c", "reference": "one two three four", "answer": ""},
+           {"condition": "z", "reference": "one two", "answer": "one two three"}]
+    tab = jv.asr_table(its).set_index("condition")
+    assert tab.loc["c", "wer"] == pytest.approx(4 / 6) and tab.loc["c", "n_items"] == 2
+    assert tab.loc["c", "n_ref_words"] == 6 and tab.loc["c", "n_empty_answers"] == 1
+    assert tab.loc["z", "wer"] == pytest.approx(1 / 2)
+    assert jv.asr_table([]).empty and list(jv.asr_table([]).columns) == jv.ASR_COLUMNS
+
+
+def validation_figures(swapped=10.0, tau=0.8, parse=0.05):
+    return {"reference_swap": {"a/rubric_v1": {"n": 10, "mean_original": 70.0, "mean_swapped": swapped,
+                                               "share_swapped_lower": 0.9 if swapped < 70 else 0.1}},
+            "ranking_vs_ua": {"a/rubric_v1": {"kendall_tau": tau}, "a/binary_v1": {"kendall_tau": 1.0}},
+            "parse_fail_rate": {"a/rubric_v1": parse, "a/binary_v1": 0.0}}
+
+
+def test_judge_verdict_passes_a_judge_that_tells_right_from_swapped_and_ranks_like_ua():
+    from paraqa_utils.judge import validity
+
+    v = validity.judge_verdict(validation_figures())
+    assert v["passed"] is True and v["definition"] == validity.DEFINITION
+    assert set(v["judges"]["a/rubric_v1"]["checks"]) == {"reference_swap", "ranking_vs_ua", "parse_fail_rate"}
+    assert set(v["judges"]["a/binary_v1"]["checks"]) == {"ranking_vs_ua", "parse_fail_rate"}  # no swap probes
+    assert v["judges"]["a/rubric_v1"]["failed"] == []
+
+
+@pytest.mark.parametrize("figures,failed", [
+    (validation_figures(swapped=90.0), "reference_swap: swapped references scored 90.0 against 70.0"),
+    (validation_figures(tau=-0.4), "ranking_vs_ua: Kendall tau -0.40"),
+    (validation_figures(tau=None), "ranking_vs_ua: no ranking against UA"),
+    (validation_figures(parse=0.5), "parse_fail_rate: 50% of replies"),
+    ({**validation_figures(), "reference_swap": {"a/rubric_v1": {"n": 0}}}, "reference_swap: no reference-swap probe"),
+])
+def test_judge_verdict_fails_on_each_check(figures, failed):
+    from paraqa_utils.judge import validity
+
+    v = validity.judge_verdict(figures)
+    assert v["passed"] is False and v["judges"]["a/binary_v1"]["passed"] is True
+    assert any(f.startswith(failed) for f in v["judges"]["a/rubric_v1"]["failed"]), v["judges"]["a/rubric_v1"]
+    assert validity.judge_verdict({})["passed"] is False  # no figures: nothing shows the judge is valid

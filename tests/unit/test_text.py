@@ -37,3 +37,19 @@ def test_embedder_gives_unit_rows_that_rank_paraphrases_first():
     rows = embed(["How does the speaker feel?", "What is the speaker's mood?", "What colour is the car?"])
     assert rows.shape == (3, 384) and np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
     assert rows[0] @ rows[1] > rows[0] @ rows[2] + 0.2
+
+
+def test_wer_normalises_and_counts_edits_over_reference_words():
+    assert text.normalise("Don't-stop, NOW!") == ["don't", "stop", "now"]
+    assert text.edit_distance(["a", "b", "c"], ["a", "x", "c", "d"]) == 2  # one substitution, one insertion
+    assert text.edit_distance([], ["x", "y"]) == 2 and text.edit_distance(["x"], []) == 1
+    assert text.wer(["The cat sat."], ["the cat sat"]) == 0.0
+    assert text.wer(["a b c d"], ["a x c"]) == pytest.approx(2 / 4)
+    assert text.wer(["a b", "c d e f"], ["a b", ""]) == pytest.approx(4 / 6)  # corpus-level, not a mean of rates
+    assert text.wer(["a"], [None]) == 1.0 and text.wer([""], ["x"]) is None and text.wer([], []) is None
+
+
+def test_annotate_scores_with_the_core_wer():
+    from paraqa_utils.annotate import asr
+
+    assert asr.wer is text.wer and asr.normalise is text.normalise

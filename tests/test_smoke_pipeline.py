@@ -77,14 +77,12 @@ def test_synthesize_stage(smoke_run):
     run, _ = smoke_run
     m = metrics(run, "02_synthesize")
     led = m["llm_ledger"]
-    assert led["calls"] + led["cache_hits"] >= led["requests"] > 0
-    # SmolLM2 may run out of tokens or break the schema: such a call is a recorded failure, not a crash
-    assert m["n_calls_ok"] + m["n_calls_failed"] == led["requests"] and led["failures"] == m["n_calls_failed"]
-    assert set(m["survival"]) == {"cpqa", "pqa_star"}
-    for name in ("qa_cpqa.jsonl", "qa_pqa_star.jsonl", "rejects.jsonl"):
-        assert (run / "02_synthesize" / name).exists()
-    n_rejects = sum(1 for _ in open(run / "02_synthesize" / "rejects.jsonl"))
-    assert sum(m["removed_by_filter"].values()) == n_rejects
+    assert led["requests"] > 0 and led["calls"] + led["cache_hits"] >= led["requests"]
+    # the embedded LLM returns schema-valid pairs (how many survive the filters is issue-15 work: recorded, not bound)
+    assert sum(v["returned"] for v in m["survival"].values()) > 0
+    for kind, v in m["survival"].items():
+        assert 0 <= v["kept"] <= v["returned"] <= v["requested"], kind
+        assert m["n_qa"][kind] == v["kept"] == sum(1 for _ in open(run / "02_synthesize" / f"qa_{kind}.jsonl"))
 
 
 def test_merge_stage(smoke_run):
@@ -101,23 +99,42 @@ def test_finetune_stage(smoke_run):
     run, _ = smoke_run
     m = metrics(run, "04_finetune")
     assert m["zero_shot"] and m["n_conditions"] == 3  # smoke trains baseline + implicit_explicit
-    assert all(c["steps"] == 2 and c["final_loss"] > 0 for k, c in m["conditions"].items() if k != "zero_shot")
-    assert m["n_predictions"] == sum(m["predictions_per_condition"].values()) > 0
+    for c, v in m["conditions"].items():
+        if c == "zero_shot":
+            continue
+        # smoke overfits one fixed batch (params/smoke.yaml): its loss must fall, or training is broken
+        assert v["steps"] == 4 and v["final_loss"] < v["first_loss"], (c, v)
+    preds = [json.loads(l) for l in open(run / "04_finetune" / "predictions.jsonl")]
+    assert len(preds) == m["n_predictions"] > 0
+    assert sum(bool(p["answer"].strip()) for p in preds) >= 0.9 * len(preds), "answers must not be empty"
+    assert {p["test_set"] for p in preds} >= {"cpqa_ref", "emotion", "gender", "asr"}
 
 
 def test_judge_stage(smoke_run):
     run, _ = smoke_run
     m = metrics(run, "05_judge")
-    assert m["n_judgments"] > 0 and set(m["parse_fail_rate"]) == set(m["judges"])
+    assert m["n_judgments"] > 0
+    for judge, rate in m["parse_fail_rate"].items():
+        assert rate <= 0.1, f"{judge}: {rate:.0%} of replies had no usable rating"
     rows = [json.loads(l) for l in open(run / "05_judge" / "judgments.jsonl")]
-    assert all((r["score"] is None) != r["parse_ok"] for r in rows)  # failures are never a silent 0
-    assert {r["judge_model"] for r in rows} and all(r["prompt_sha256"] for r in rows)
-    assert (run / "05_judge" / "validation.json").exists() and (run / "05_judge" / "scores.csv").exists()
+    assert all(r["prompt_sha256"] and r["judge_model"] for r in rows)
+    assert all(0 <= r["score"] <= (1 if "binary" in r["judge"] else 5) for r in rows if r["parse_ok"])
+    assert set(m["asr_wer"]) == {"zero_shot", "baseline", "implicit_explicit"}
+    assert all(v["n"] >= 1 and 0 <= v["value"] for v in m["asr_wer"].values())
 
 
 def test_analysis_stage(smoke_run):
     run, _ = smoke_run
     m = metrics(run, "06_analysis")
-    assert m["n_figures"] >= 6 and m["n_tables"] >= 4 and m["missing_inputs"] == []
-    assert (run / "06_analysis" / "fig_va_scatter.png").stat().st_size > 10_000
-    assert (run / "06_analysis" / "tab_main.csv").exists()
+    assert m["missing_inputs"] == [] and (run / "06_analysis" / "fig_va_scatter.png").stat().st_size > 10_000
+    rows = {(r["judge"], r["condition"]) for r in m["main"]}
+    judges = {j for j, _ in rows}
+    assert judges and rows == {(j, c) for j in judges for c in ("zero_shot", "baseline", "implicit_explicit")}
+    assert all({"micro", "ci_low", "ci_high", "n_items"} <= set(r) for r in m["main"])
+    learning = m["learning"]["conditions"]
+    assert set(learning) == {"zero_shot", "baseline", "implicit_explicit"}
+    for c, v in learning.items():
+        assert v["asr_wer"]["n"] >= 1 and v["gender_accuracy"]["n"] >= 1 and v["emotion_ua"]["n"] >= 1, c
+        assert (v["loss_drop"]["value"] is None) == (c == "zero_shot"), c
+    report = (run / "06_analysis" / "REPORT.md").read_text()
+    assert report.split("\n## ")[1].startswith("Verdict"), "REPORT.md opens with the verdict"

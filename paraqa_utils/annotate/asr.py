@@ -6,8 +6,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from paraqa_utils import assets
-from paraqa_utils.annotate.vad import SAMPLE_RATE_HZ, overlap_s
-from paraqa_utils.text import edit_distance, normalise, wer  # noqa: F401 (scoring lives in the core: 05 uses it too)
+from paraqa_utils.annotate.vad import overlap_s
+from paraqa_utils.audio import SAMPLE_RATE_HZ
 
 ASR_BACKENDS = ("reference", "faster-whisper", "transformers")
 Word = dict[str, Any]  # {"w": str, "start_s": float, "end_s": float}

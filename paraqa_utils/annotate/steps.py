@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from paraqa_utils.progress import tqdm
 
-from paraqa_utils import assets, runs
+from paraqa_utils import assets, runs, text
 from paraqa_utils.audio import SAMPLE_RATE_HZ, AudioError, load_audio, rms_dbfs
 from paraqa_utils.annotate import asr, features, recognisers, vad
 from paraqa_utils.annotate.cache import audio_tag, cache_key, save_npy
@@ -198,9 +198,9 @@ def transcribe(stage: runs.Stage, clips: Sequence[dict], prep: Prepared, cfg: An
         refs = {c["clip_id"]: " ".join(s.get("text") or "" for s in c.get("segments") or []).strip() for c in ok}
         with_ref = [c for c in ok if refs[c["clip_id"]]]
         hyp = {cid: " ".join(w["w"] for w in words[cid]) for cid in refs}
-        info["wer"] = asr.wer([refs[c["clip_id"]] for c in with_ref], [hyp[c["clip_id"]] for c in with_ref])
+        info["wer"] = text.wer([refs[c["clip_id"]] for c in with_ref], [hyp[c["clip_id"]] for c in with_ref])
         test = [c for c in with_ref if c.get("split") == "test"]
-        info["wer_test"] = asr.wer([refs[c["clip_id"]] for c in test], [hyp[c["clip_id"]] for c in test])
+        info["wer_test"] = text.wer([refs[c["clip_id"]] for c in test], [hyp[c["clip_id"]] for c in test])
     info["wall_s"] = round(time.perf_counter() - t0, 3)
     return words, info
 

@@ -130,7 +130,7 @@ def test_faster_whisper_packs_clips_and_gives_each_its_own_words(run, monkeypatc
     for clip in clips:
         ref = clip["segments"][0]["text"]
         hyp = " ".join(w["w"] for w in words[clip["clip_id"]])
-        assert asr.wer([ref], [hyp]) <= 0.35, (ref, hyp)  # a word given to the wrong clip would show here
+        assert text.wer([ref], [hyp]) <= 0.35, (ref, hyp)  # a word given to the wrong clip would show here
         assert all(0 <= w["start_s"] <= w["end_s"] <= prep.clips[clip["clip_id"]]["duration_s"]
                    for w in words[clip["clip_id"]])
     again, info2 = annotate.transcribe(stage, clips, prep, c)

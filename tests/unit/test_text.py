@@ -49,7 +49,3 @@ def test_wer_normalises_and_counts_edits_over_reference_words():
     assert text.wer(["a"], [None]) == 1.0 and text.wer([""], ["x"]) is None and text.wer([], []) is None
 
 
-def test_annotate_scores_with_the_core_wer():
-    from paraqa_utils.annotate import asr
-
-    assert asr.wer is text.wer and asr.normalise is text.normalise

@@ -1,7 +1,7 @@
 """Scores and their uncertainty: micro/macro means, relative improvement, paired bootstrap and permutation tests."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -105,3 +105,28 @@ def classification_scores(labels: Sequence[str], predictions: Sequence[str | Non
         recalls.append(tp / (tp + fn) if tp + fn else 0.0)
         f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
     return {"wa": wa, "ua": float(np.mean(recalls)), "macro_f1": float(np.mean(f1s)), "n": len(y)}
+
+
+def paired_bootstrap_ua(labels: Sequence[str], base: Sequence[str | None], other: Sequence[str | None],
+                        n_resamples: int = 2000, seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
+    """95 % CI of UA(other) - UA(base) in UA points (0-1), resampling the same items for both (paired).
+
+    UA is a mean of per-class recalls, not a mean over items, so each resample recomputes both UAs. With fewer
+    than two items there is no interval (bounds None, `note` says so).
+    """
+    y, a, b = list(labels), list(base), list(other)
+    if not len(y) == len(a) == len(b):
+        raise ValueError(f"paired predictions need the same items: {len(y)} labels, {len(a)} and {len(b)} predictions")
+    def ua(idx: Sequence[int], p: list[str | None]) -> float:
+        return classification_scores([y[i] for i in idx], [p[i] for i in idx])["ua"]
+
+    every = range(len(y))
+    out: dict[str, Any] = {"diff": ua(every, b) - ua(every, a) if y else float("nan"), "n_items": len(y),
+                           "ci_low": None, "ci_high": None, "n_resamples": n_resamples}
+    if len(y) < 2:
+        out["note"] = "fewer than 2 paired items: no confidence interval"
+        return out
+    rng = np.random.default_rng(seed)
+    diffs = [ua(idx, b) - ua(idx, a) for idx in rng.integers(0, len(y), size=(n_resamples, len(y)))]
+    out["ci_low"], out["ci_high"] = (float(x) for x in np.quantile(diffs, [alpha / 2, 1 - alpha / 2]))
+    return out

@@ -33,6 +33,16 @@ TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 Embed = Callable[[Sequence[str]], np.ndarray]  # texts -> L2-normalised rows
 
 
+def dominant_label(segments: Sequence[dict], key: str) -> str | None:
+    """The `key` label (emotion, gender) covering most of the clip's duration over its segments (ties: first seen);
+    what a test item's label is, and what the annotator says of the clip."""
+    dur: dict[str, float] = {}
+    for s in segments:
+        if s.get(key) is not None:
+            dur[s[key]] = dur.get(s[key], 0.0) + float(s["end_s"]) - float(s["start_s"])
+    return max(dur, key=dur.__getitem__) if dur else None
+
+
 def tokens(text: str) -> list[str]:
     return TOKEN.findall(text.lower())
 

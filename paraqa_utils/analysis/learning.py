@@ -30,6 +30,17 @@ def loss_drop(losses: Sequence[float]) -> dict[str, Any]:
     return {"value": round(1 - float(x[-k:].mean()) / first, 4) if first > 0 else None, "n": int(len(x))}
 
 
+def first_step_meeting_bar(losses: Sequence[float], bar: float = MIN_LOSS_DROP) -> int | None:
+    """The first step s whose trailing window (a tenth of all steps, at least one) has a mean loss at most
+    (1 - bar) x the first tenth's mean: when the loss-drop target was first met (None: never)."""
+    x = np.asarray([v for v in losses if v is not None and np.isfinite(v)], dtype=float)
+    k = max(1, len(x) // 10)
+    if len(x) < 2 or x[:k].mean() <= 0:
+        return None
+    limit = (1 - bar) * x[:k].mean()
+    return next((s for s in range(2 * k, len(x) + 1) if x[s - k:s].mean() <= limit), None)
+
+
 def _figure(value: Any, n: Any) -> dict[str, Any]:
     ok = value is not None and not pd.isna(value)
     return {"value": round(float(value), 4) if ok else None,
@@ -62,6 +73,9 @@ def learning_block(inp: Inputs) -> dict[str, Any]:
                                        else (None, 0))),
                "gender_accuracy": _figure(*(cls.loc[(c, "gender"), ["wa", "n"]] if (c, "gender") in cls.index
                                             else (None, 0)))}
+        row["loss_bar_first_met_step"] = first_step_meeting_bar(losses) if c != ZERO_SHOT else None
+        secs = ((m4.get("conditions") or {}).get(c) or {}).get("train_seconds")
+        row["train_minutes"] = round(secs / 60, 2) if secs else None
         mix = (m3.get("conditions") or {}).get(c) or {}
         row["not_trained_for"] = [task for task, _ in METRICS.values() if not mix.get(task)]
         for metric, (task, _) in METRICS.items():
@@ -72,7 +86,9 @@ def learning_block(inp: Inputs) -> dict[str, Any]:
     for c, row in out.items():
         row.update(assess(row, out.get(ZERO_SHOT), chance["value"]) if c != ZERO_SHOT
                    else {"learned": None, "checks": {}})
+    built = list(m3.get("conditions") or {})
     return {"conditions": out, "emotion_ua_chance": chance,
+            "untrained_conditions": [c for c in built if c not in (m4.get("conditions") or {})],
             "thresholds": {"min_loss_drop": MIN_LOSS_DROP, "asr_wer": f"below {ZERO_SHOT}'s",
                            "min_gender_accuracy": MIN_GENDER_ACCURACY, "emotion_ua_margin_over_chance": EMOTION_UA_MARGIN}}
 

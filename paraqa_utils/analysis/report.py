@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 
 from paraqa_utils import runs
+from paraqa_utils.analysis.explicit import explicit_method, explicit_table
 from paraqa_utils.analysis.learning import learning_block, learning_table
 from paraqa_utils.analysis.tables import TYPES, Inputs, data_tables, fmt
 from paraqa_utils.analysis.validity import COLUMNS as VALIDITY_COLUMNS
@@ -38,10 +39,14 @@ def write_validity(stage: runs.Stage, inp: Inputs) -> pd.DataFrame:
     return validity
 
 
-def write_learning(stage: runs.Stage, inp: Inputs) -> dict[str, Any]:
-    """The learning block (learning.learning_block) -> tab_learning.csv (one row per condition and measure)."""
+def write_learning(stage: runs.Stage, inp: Inputs, baseline: str = "baseline", n_resamples: int = 2000,
+                   seed: int = 0) -> dict[str, Any]:
+    """The learning block (learning.learning_block) with its `explicit_method` (explicit.explicit_method) ->
+    tab_learning.csv (one row per condition and measure) and tab_explicit.csv (one row per explicit condition)."""
     block = learning_block(inp)
+    block["explicit_method"] = explicit_method(inp, baseline, n_resamples, seed)
     learning_table(block).to_csv(stage.dir / "tab_learning.csv", index=False)
+    explicit_table(block["explicit_method"]).to_csv(stage.dir / "tab_explicit.csv", index=False)
     return block
 
 
@@ -72,6 +77,9 @@ def report_sections(summary: pd.DataFrame, missing: dict[str, str], main: pd.Dat
     sections += [("Learning (did each condition learn? n = training steps or test items)",
                   fmt(learning_table(learning), 3) + f"\n\nChance emotion UA: {chance.get('value')} "
                   f"(1 / {chance.get('n_classes')} emotion classes in the emotion test set)."),
+                 ("Explicit method (emotion UA 0-1 on the same items: the condition, the annotator whose labels "
+                  "its prompts carry, and the UA gain over the baseline with its 95 % paired-bootstrap CI)",
+                  fmt(explicit_table(learning.get("explicit_method", {})), 3)),
                  (f"Main table ({main_test_set}; judge score 0-100; relative improvement over {baseline} in %, "
                   "with its 95 % bootstrap CI)", fmt(main[main_cols]) if len(main) else "(no judgments)"),
                  ("Classification (answers mapped to labels; WA, UA, macro-F1 on 0-1)", fmt(classification)),

@@ -6,6 +6,7 @@ from typing import Any
 
 import pandas as pd
 
+from paraqa_utils.analysis.explicit import explicit_sentences
 from paraqa_utils.analysis.learning import EMOTION_UA_MARGIN, MIN_GENDER_ACCURACY, MIN_LOSS_DROP, ZERO_SHOT
 
 NOT_EVIDENCE = "the judge scores below are not evidence"
@@ -53,13 +54,20 @@ def learning_sentences(block: dict[str, Any]) -> list[str]:
            f"against the first tenth), its ASR WER is below {ZERO_SHOT}'s, its gender accuracy is at least "
            f"{MIN_GENDER_ACCURACY:.2f} and its emotion UA at least chance + {EMOTION_UA_MARGIN:.2f}, each only for "
            "a task its training mixture holds."]
+    if block.get("untrained_conditions"):
+        out.append(f"03_explicit_merge also built {_names(block['untrained_conditions'])}; this run's 04_finetune did "
+                   "not train them (its `conditions` parameter), so nothing here is said of them.")
     chance = block.get("emotion_ua_chance", {}).get("value")
     for c in trained:
         row = conds[c]
         parts = [_check_text(m, ch, chance) for m, ch in row["checks"].items() if ch["ok"] is not None]
         skipped = [TASK_OF[m] for m, ch in row["checks"].items() if ch["ok"] is None]
         tail = (f"; not trained for {', '.join(skipped)}, so not judged on it" if skipped else "")
-        out.append(f"`{c}` {'learned' if row['learned'] else 'did not learn'}: {'; '.join(parts)}{tail}.")
+        cost = [f"{row['train_minutes']:.1f} min of training"] if row.get("train_minutes") else []
+        if row.get("loss_bar_first_met_step"):
+            cost.append(f"loss target first met at step {row['loss_bar_first_met_step']} of {row['loss_drop']['n']}")
+        cost_text = f" ({', '.join(cost)})" if cost else ""
+        out.append(f"`{c}` {'learned' if row['learned'] else 'did not learn'}{cost_text}: {'; '.join(parts)}{tail}.")
     return out
 
 
@@ -124,7 +132,10 @@ def build_verdict(learning: dict[str, Any], main: pd.DataFrame, validation: dict
     return {"judge_passed": passed,
             "learned": {c: r["learned"] for c, r in learning.get("conditions", {}).items() if c != ZERO_SHOT},
             "effects": effs,
-            "sentences": [*learning_sentences(learning), *judge_text, *effect_sentences(effs, baseline, test_set)]}
+            "explicit_method_works": {c: r["meets_annotator_bar"] and r["vs_baseline"]["excludes_zero"]
+                                      for c, r in learning.get("explicit_method", {}).get("conditions", {}).items()},
+            "sentences": [*learning_sentences(learning), *explicit_sentences(learning.get("explicit_method", {})),
+                          *judge_text, *effect_sentences(effs, baseline, test_set)]}
 
 
 def verdict_text(v: dict[str, Any]) -> str:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -11,6 +10,7 @@ import numpy as np
 import yaml
 
 from paraqa_utils import prompts
+from paraqa_utils.text import dominant_label
 
 TEMPLATES_FILE = prompts.path("templates_v1.yaml")
 REFERENCE_FILE = prompts.path("reference_qa_v1.yaml")
@@ -85,15 +85,6 @@ def verbalise(segments: list[dict[str, Any]], mode: str = "numbers", bins: dict[
     return "Detected voice cues:\n" + "\n".join(lines)
 
 
-def dominant(segments: list[dict[str, Any]], key: str) -> str | None:
-    """The label covering most of the clip's duration (ties: first seen)."""
-    dur: Counter = Counter()
-    for s in segments:
-        if s.get(key) is not None:
-            dur[s[key]] += float(s["end_s"]) - float(s["start_s"])
-    return dur.most_common(1)[0][0] if dur else None
-
-
 def fill(template: str, words: dict[str, dict[str, str]], **kw: Any) -> str:
     vals = dict(kw)
     if "emotion" in kw:
@@ -124,7 +115,7 @@ def baseline_examples(clip: dict[str, Any] | None, ann: dict[str, Any], bank: di
     if not ann.get("kept", True):
         return  # condensation dropped it: its labels are not reliable enough to teach (PAPER.md §1)
     segs = (clip or {}).get("segments", []) if label_source == "ground_truth" else ann.get("segments", [])
-    emo, gen = dominant(segs, "emotion"), dominant(segs, "gender")
+    emo, gen = dominant_label(segs, "emotion"), dominant_label(segs, "gender")
     if emo:
         yield {"task": "emotion", "instruction": rng.choice(bank["emotion_q"]),
                "target": fill(rng.choice(bank["emotion_a"]), bank["words"], emotion=emo)}

@@ -9,6 +9,7 @@ from typing import Any, Iterable, Iterator
 
 from paraqa_utils.explicit_merge import labels as em
 from paraqa_utils import runs
+from paraqa_utils.text import dominant_label
 from paraqa_utils.explicit_merge import exports
 from paraqa_utils.explicit_merge.config import MergeConfig
 
@@ -113,7 +114,7 @@ def build_test_sets(clips: dict, anns: dict, qa_by_clip: dict[str, list[dict]], 
         for k, it in enumerate(em.reference_items(clip, ref_bank, bank["words"], seed)):
             out["cpqa_ref"].append({**base, **it, "item_id": f"cpqa_ref:{cid}:{k}", "test_set": "cpqa_ref"})
         segs = clip.get("segments", [])
-        emo, gen = em.dominant(segs, "emotion"), em.dominant(segs, "gender")
+        emo, gen = dominant_label(segs, "emotion"), dominant_label(segs, "gender")
         words = bank["words"]
         if emo:
             out["emotion"].append({**base, "item_id": f"emotion:{cid}", "test_set": "emotion",

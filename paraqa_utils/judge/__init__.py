@@ -1,5 +1,5 @@
 """Stage 05 (notebooks/05_judge): LLM judges, label mapping and the judge's own validation."""
-from paraqa_utils.judge.llm_judge import load_items, scores_table  # noqa: F401
+from paraqa_utils.judge.llm_judge import judged_subset, load_items, scores_table  # noqa: F401
 from paraqa_utils.judge.panel import (judge_metrics, ledger_table, run_llm_judges, swap_probes,  # noqa: F401
                                       write_asr, write_classification, write_label_mapping, write_similarity,
                                       write_validation)

@@ -128,10 +128,8 @@ def load_items(stage: runs.Stage, max_items_per_set: int = -1, seed: int = 0) ->
     """Predictions joined with their test items (question, reference, label), hash-checked reads.
 
     A prediction whose item is unknown is an error (it would be scored against nothing); an empty answer is kept
-    and judged as no answer. `max_items_per_set` keeps the same item ids across all conditions.
+    and judged as no answer. `max_items_per_set` keeps the same item ids across all conditions (judged_subset).
     """
-    import random
-
     conds = runs.read_json(stage.input("03_explicit_merge/conditions.json"))
     tests: dict[str, dict[str, Any]] = {}
     for name in (*OPEN_SETS, *LABEL_SETS, *ASR_SETS):
@@ -143,17 +141,8 @@ def load_items(stage: runs.Stage, max_items_per_set: int = -1, seed: int = 0) ->
     unknown = sorted({p["item_id"] for p in preds} - set(tests))
     if unknown:
         raise ValueError(f"{len(unknown)} prediction(s) refer to unknown test items, e.g. {unknown[:3]}")
-    keep: set[str] | None = None
-    if max_items_per_set >= 0:
-        by_set: dict[str, list[str]] = {}
-        for iid in sorted({p["item_id"] for p in preds}):
-            by_set.setdefault(tests[iid]["test_set"], []).append(iid)
-        rng = random.Random(seed)
-        keep = {i for ids in by_set.values() for i in rng.sample(ids, min(max_items_per_set, len(ids)))}
     items = []
     for p in preds:
-        if keep is not None and p["item_id"] not in keep:
-            continue
         t = tests[p["item_id"]]
         items.append({"item_id": p["item_id"], "condition": p["condition"], "test_set": t["test_set"],
                       "question_type": t.get("question_type"), "question": t["question"],
@@ -162,7 +151,24 @@ def load_items(stage: runs.Stage, max_items_per_set: int = -1, seed: int = 0) ->
     stray = sorted({it["condition"] for it in items} - known)
     if stray:
         raise ValueError(f"predictions for conditions not built by 03_explicit_merge: {stray}")
-    return items
+    return judged_subset(items, max_items_per_set, seed)
+
+
+def judged_subset(items: list[dict[str, Any]], max_items_per_set: int = -1, seed: int = 0) -> list[dict[str, Any]]:
+    """At most `max_items_per_set` item ids per test set (-1: all), drawn from the seed, the same ids for every
+    condition: what the LLM judge scores when its calls must be few. Scorers without an LLM (labels, WER,
+    similarity) take every item."""
+    import random
+
+    if max_items_per_set < 0:
+        return list(items)
+    set_of = {it["item_id"]: it["test_set"] for it in items}
+    by_set: dict[str, list[str]] = {}
+    for iid in sorted(set_of):
+        by_set.setdefault(set_of[iid], []).append(iid)
+    rng = random.Random(seed)
+    keep = {i for ids in by_set.values() for i in rng.sample(ids, min(max_items_per_set, len(ids)))}
+    return [it for it in items if it["item_id"] in keep]
 
 
 def scores_table(judgments: list[dict[str, Any]]) -> "pd.DataFrame":

@@ -112,7 +112,7 @@ def test_stage_steps_with_and_without_stage_05(runs_root):
     assert "the judge scores below are not evidence" in sections[0][1]
     assert dict(sections)["Judge validity"] == "(none)" and "05_judge/validation.json" in sections[2][1]
     m = analysis.analysis_metrics(st, inp, figures, empty, 1.234, learning, v)
-    assert m["n_figures"] == 6 and m["n_tables"] == 3 and m["regenerate_s"] == 1.23 and m["main"] == []
+    assert m["n_figures"] == 6 and m["n_tables"] == 4 and m["regenerate_s"] == 1.23 and m["main"] == []
     assert m["missing_inputs"] == sorted(inp.missing) and m["learning"] is learning and m["verdict"] is v
     # with a finished 05: its classification, validation and labels feed the tables and figures
     st5 = runs.Stage(run, "05_judge")

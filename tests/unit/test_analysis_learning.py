@@ -16,6 +16,13 @@ def test_loss_drop_compares_the_last_tenth_with_the_first():
     assert al.loss_drop([1.0]) == {"value": None, "n": 1} and al.loss_drop([]) == {"value": None, "n": 0}
 
 
+def test_the_step_the_loss_target_was_first_met():
+    # a tenth = 2 steps, first tenth mean 4.0: the bar is 2.8; the window (2.0, 2.0) ending at step 4 meets it
+    assert al.first_step_meeting_bar([4.0, 4.0, 2.0, 2.0] + [1.0] * 16) == 4
+    assert al.first_step_meeting_bar([4.0, 4.0, 3.5, 3.0] + [3.0] * 16) is None  # 3.0 > 2.8: never
+    assert al.first_step_meeting_bar([4.0]) is None
+
+
 def fake_run(runs_root, name="learn"):
     """03 mixtures (pqa_star has no emotion examples), 04 logs (baseline drops by 75 %, pqa_star stays flat),
     05 classification and WER; the emotion test set has 4 classes (chance UA 0.25)."""
@@ -112,16 +119,17 @@ def test_verdict_sentences_for_a_passing_judge(runs_root):
                                                                  "explicit": True, "zero_shot": False}
     s = v["sentences"]
     assert s[0].startswith("Conditions that learned: `baseline`. Conditions that did not: `pqa_star`.")
-    assert s[1].startswith("`baseline` learned: training loss fell by 75% (met: needs a fall of at least 30%); "
+    assert s[1].startswith("`baseline` learned (loss target first met at step 4 of 20): training loss fell by 75% (met: needs a fall of at least 30%); "
                            "ASR WER 0.30 (met: needs below zero_shot's 0.90)")
     assert "emotion UA 0.50 (met: needs at least 0.40: chance 0.25 + 0.15)" in s[1]
     assert s[2].startswith("`pqa_star` did not learn: training loss fell by 0% (not met")
     assert s[2].endswith("; not trained for emotion, so not judged on it.")
-    assert s[3] == "The judge passed its validity checks (`j`)."
-    assert s[4] == ("Passed means (defined once, in `paraqa_utils/judge/validity.py`): A judge passes when "
+    assert s[3].startswith("The explicit method was not tested: no emotion answers mapped to labels")
+    assert s[4] == "The judge passed its validity checks (`j`)."
+    assert s[5] == ("Passed means (defined once, in `paraqa_utils/judge/validity.py`): A judge passes when "
                     "(the definition).")
-    assert "held: `implicit` +20.0 % (CI +5.0 to +35.0 %), `explicit` -15.0 % (CI -25.0 to -5.0 %, a drop)" in s[5]
-    assert "Did not hold: `pqa_star` +3.0 % (CI -4.0 to +9.0 %, includes 0), `zero_shot` (no gain: fewer" in s[5]
+    assert "held: `implicit` +20.0 % (CI +5.0 to +35.0 %), `explicit` -15.0 % (CI -25.0 to -5.0 %, a drop)" in s[6]
+    assert "Did not hold: `pqa_star` +3.0 % (CI -4.0 to +9.0 %, includes 0), `zero_shot` (no gain: fewer" in s[6]
     assert all("not evidence" not in x for x in s)
 
 
@@ -131,11 +139,12 @@ def test_verdict_sentences_for_a_failing_or_missing_judge():
     v = av.build_verdict({"conditions": {}}, main_table(), failing, "baseline", "cpqa_ref")
     assert v["judge_passed"] is False
     assert v["sentences"][0].startswith("No trained condition to judge")
-    assert v["sentences"][1] == ("The judge did not pass its validity checks (`j`: reference_swap: swapped references "
+    assert v["sentences"][1] == "The explicit method was not tested: no explicit condition."
+    assert v["sentences"][2] == ("The judge did not pass its validity checks (`j`: reference_swap: swapped references "
                                  "scored 70.0 against 70.0), so the judge scores below are not evidence.")
     for missing in ({}, None):
         v = av.build_verdict({"conditions": {}}, pd.DataFrame(), missing, "baseline", "cpqa_ref")
-        assert v["judge_passed"] is False and "the judge scores below are not evidence" in v["sentences"][1]
+        assert v["judge_passed"] is False and "the judge scores below are not evidence" in v["sentences"][2]
         assert v["sentences"][-1].startswith("No judge scores of another condition beside `baseline`")
 
 

@@ -284,3 +284,16 @@ def test_judge_verdict_fails_on_each_check(figures, failed):
     assert v["passed"] is False and v["judges"]["a/binary_v1"]["passed"] is True
     assert any(f.startswith(failed) for f in v["judges"]["a/rubric_v1"]["failed"]), v["judges"]["a/rubric_v1"]
     assert validity.judge_verdict({})["passed"] is False  # no figures: nothing shows the judge is valid
+
+
+def test_judged_subset_caps_each_set_with_the_same_items_for_every_condition():
+    from paraqa_utils.judge import judged_subset
+
+    items = [{"item_id": f"{s}:{i}", "test_set": s, "condition": c}
+             for c in ("zero_shot", "baseline") for s in ("emotion", "cpqa_ref") for i in range(10)]
+    sub = judged_subset(items, 3, seed=0)
+    ids = {c: sorted(it["item_id"] for it in sub if it["condition"] == c) for c in ("zero_shot", "baseline")}
+    assert ids["zero_shot"] == ids["baseline"] and len(ids["baseline"]) == 6
+    assert sum(i.startswith("emotion:") for i in ids["baseline"]) == 3
+    assert judged_subset(items, -1) == items and judged_subset(items, 0) == []
+    assert judged_subset(items, 3, seed=0) == sub  # the seed fixes the draw

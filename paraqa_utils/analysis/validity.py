@@ -44,6 +44,9 @@ def validity_table(validation: dict[str, Any]) -> pd.DataFrame:
     for j, b in (validation.get("length_bias") or {}).items():
         for which, got in b.items():
             add(j, f"score vs answer length, {which} answers (Spearman)", got.get("spearman"), CORR, got.get("n"))
+    for j, parts in (validation.get("graded_set") or {}).items():
+        for part, g in parts.items():
+            add(j, f"scores vs our hand grades, {part} graded set (Spearman)", g.get("spearman"), CORR, g.get("n"))
     for pair, a in (validation.get("judge_agreement") or {}).items():
         add(pair, "agreement between judges (Spearman)", a.get("spearman"), CORR, a.get("n"))
         add(pair, "mean absolute score gap", a.get("mean_abs_gap"), "points on 0-100", a.get("n"))

@@ -8,6 +8,7 @@ import pandas as pd
 
 from paraqa_utils import runs
 from paraqa_utils.text import Embed
+from paraqa_utils.judge import graded, offline
 from paraqa_utils.judge import validation as jv
 from paraqa_utils.judge.llm_judge import ASR_SETS, LABEL_SETS, OPEN_SETS, JudgeConfig, judge_items, rubric_path
 from paraqa_utils.judge.settings import JudgeSettings
@@ -105,10 +106,28 @@ def write_similarity(stage: runs.Stage, items: list[dict[str, Any]], embed: Embe
     return sim
 
 
+def offline_judgments(items: list[dict[str, Any]], probes: list[dict[str, Any]], embed: Embed) -> list[dict[str, Any]]:
+    """The offline facet scorer (offline.NAME) on every open-ended and label item and on the swap probes: judgment
+    rows beside the LLM judges' (it needs no LLM call, so it takes every answer)."""
+    return offline.judgment_rows([*open_items(items), *label_items(items), *probes], embed)
+
+
+def graded_agreement(embed: Embed) -> dict[str, Any]:
+    """{offline.NAME: {dev, heldout: {spearman, n, passed}}}: the offline scorer against our hand grades, on the set
+    it was developed on and on the held-out one (the one validity's graded_set check reads)."""
+    scorer = offline.FacetScorer(embed)
+    out = {}
+    for part, path in (("dev", graded.GRADED_FILE), ("heldout", graded.HELDOUT_FILE)):
+        items = graded.load_graded(path)
+        out[part] = graded.agreement([it["grade"] for it in items], [f.grade for f in scorer.score(items)])
+    return {offline.NAME: out}
+
+
 def write_validation(stage: runs.Stage, judgments: list[dict[str, Any]], lab: pd.DataFrame,
-                     classification: pd.DataFrame) -> dict[str, Any]:
-    """The judge's own validation (jv.validation_report) -> validation.json."""
-    validation = jv.validation_report(pd.DataFrame(judgments), lab, classification, LABEL_SETS, OPEN_SETS)
+                     classification: pd.DataFrame, graded_figures: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The judge's own validation (jv.validation_report, with the graded-set figures) -> validation.json."""
+    validation = jv.validation_report(pd.DataFrame(judgments), lab, classification, LABEL_SETS, OPEN_SETS,
+                                      graded_figures)
     runs.write_json(stage.dir / "validation.json", validation)
     return validation
 

@@ -182,7 +182,8 @@ def label_table(label_items: list[dict[str, Any]], embed: Embed | None, min_simi
 
 
 def validation_report(judgments: pd.DataFrame, lab: pd.DataFrame, classification: pd.DataFrame,
-                      label_sets: Sequence[str], open_sets: Sequence[str]) -> dict[str, Any]:
+                      label_sets: Sequence[str], open_sets: Sequence[str],
+                      graded: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything validation.json holds: the judge against correctness, UA ranking, other judges and probes, and
     the verdict on them (validity.judge_verdict: the one definition of a judge that passed)."""
     j = judgments
@@ -198,5 +199,6 @@ def validation_report(judgments: pd.DataFrame, lab: pd.DataFrame, classification
         "reference_swap": swap_report(j[j["test_set"].isin(open_sets)]),
         "parse_fail_rate": (1 - j.groupby("judge")["parse_ok"].mean()).to_dict(),
         "n_judgments": j.groupby("judge").size().astype(int).to_dict(),
+        "graded_set": graded or {},  # judge -> {dev, heldout: {spearman, n, passed}} (graded.graded_agreement)
     }
     return {**report, "verdict": judge_verdict(report)}

@@ -7,14 +7,16 @@ from __future__ import annotations
 from typing import Any
 
 MAX_PARSE_FAIL_RATE = 0.2  # share of a judge's replies without a usable rating
-MIN_SHARE_SWAPPED_LOWER = 0.5  # share of reference-swap pairs the swapped reference must score lower on
+MIN_SHARE_SWAPPED_LOWER = 0.5
+MIN_GRADED_SPEARMAN = 0.8  # rank correlation with our hand grades (judge/graded/heldout_v1.jsonl)  # share of reference-swap pairs the swapped reference must score lower on
 DEFINITION = (
     "A judge passes when (1) answers paired with another item's reference (reference-swap probes) score lower on "
     "average than with their own reference, and lower in at least "
     f"{MIN_SHARE_SWAPPED_LOWER:.0%} of the pairs (for judges of the open-ended sets); (2) it ranks the conditions "
     "in the same direction as their unweighted accuracy (UA) on the label sets does (Kendall tau > 0 over at least "
-    f"2 conditions); (3) at most {MAX_PARSE_FAIL_RATE:.0%} of its replies lack a usable rating. A check without data "
-    "counts as failed; the judge passes when every judge passes every check that applies to it.")
+    f"2 conditions); (3) at most {MAX_PARSE_FAIL_RATE:.0%} of its replies lack a usable rating; (4) for a judge "
+    f"scored on our held-out graded set (judge/graded/), Spearman >= {MIN_GRADED_SPEARMAN} with our grades. A check "
+    "without data counts as failed; the judge passes when every judge passes every check that applies to it.")
 
 
 def _swap_check(rep: dict[str, Any] | None) -> tuple[bool, str]:
@@ -40,13 +42,24 @@ def _parse_check(rate: float | None) -> tuple[bool, str]:
     return rate <= MAX_PARSE_FAIL_RATE, f"{rate:.0%} of replies without a usable rating"
 
 
+def _graded_check(g: dict[str, Any]) -> tuple[bool, str]:
+    rho = g.get("spearman")
+    if rho is None:
+        return False, f"no rank correlation with the graded set ({g.get('n', 0)} items)"
+    return rho >= MIN_GRADED_SPEARMAN, f"Spearman {rho:.2f} with our grades on {g['n']} held-out graded items"
+
+
 def judge_verdict(report: dict[str, Any]) -> dict[str, Any]:
     """{passed, definition, judges: {name: {passed, checks: {check: {ok, why}}, failed: [why]}}} from the
-    validation figures (validation.validation_report): reference_swap, ranking_vs_ua and parse_fail_rate."""
+    validation figures (validation.validation_report): reference_swap, ranking_vs_ua, parse_fail_rate and
+    graded_set (its held-out figure)."""
     swap, rank, parse = (report.get(k) or {} for k in ("reference_swap", "ranking_vs_ua", "parse_fail_rate"))
+    graded = {n: g.get("heldout", {}) for n, g in (report.get("graded_set") or {}).items()}
     judges: dict[str, Any] = {}
     for name in sorted({*swap, *rank, *parse}):
         checks = {"ranking_vs_ua": _ranking_check(rank.get(name)), "parse_fail_rate": _parse_check(parse.get(name))}
+        if name in graded:  # only judges that were scored on the graded set
+            checks["graded_set"] = _graded_check(graded[name])
         if name in swap:  # only judges of the open-ended sets see swap probes
             checks = {"reference_swap": _swap_check(swap[name]), **checks}
         judges[name] = {"passed": all(ok for ok, _ in checks.values()),

@@ -1,0 +1,49 @@
+"""Our hand-graded set (judge/graded/graded_v1.jsonl) and how well a scorer's grades track it (Spearman)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+GRADED_FILE = Path(__file__).parent / "graded" / "graded_v1.jsonl"  # the set the offline scorer was developed on
+HELDOUT_FILE = Path(__file__).parent / "graded" / "heldout_v1.jsonl"  # written apart from it: the validation
+FIELDS = {"id": str, "question_type": str, "question": str, "reference": str, "answer": str, "grade": int}
+MIN_SPEARMAN = 0.8  # a judge passes the graded-set check at or above this rank correlation
+
+
+class GradedSetError(ValueError):
+    """A graded-set line that cannot be used; the message names the file and line."""
+
+
+def load_graded(path: str | Path = GRADED_FILE) -> list[dict[str, Any]]:
+    """The graded items; a line that is not JSON, lacks a field, has a wrong type or a grade outside 0-5 is refused."""
+    out = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise GradedSetError(f"{path}:{n}: not JSON ({exc.msg})") from None
+        for field, kind in FIELDS.items():
+            if field not in item:
+                raise GradedSetError(f"{path}:{n}: missing field '{field}'")
+            if not isinstance(item[field], kind) or (kind is int and isinstance(item[field], bool)):
+                raise GradedSetError(f"{path}:{n}: '{field}' must be {kind.__name__}, not {type(item[field]).__name__}")
+        if not 0 <= item["grade"] <= 5:
+            raise GradedSetError(f"{path}:{n}: grade {item['grade']} is outside 0-5")
+        out.append(item)
+    return out
+
+
+def agreement(grades: Sequence[float], scores: Sequence[float]) -> dict[str, Any]:
+    """{spearman, n, passed}: rank correlation of a judge's scores with our grades (None below 3 items or when
+    either side is constant)."""
+    from scipy import stats as sps
+
+    g, s = list(grades), list(scores)
+    rho = None
+    if len(g) >= 3 and len(set(g)) > 1 and len(set(s)) > 1:
+        rho = float(sps.spearmanr(g, s).statistic)
+    return {"spearman": None if rho is None else round(rho, 4), "n": len(g),
+            "passed": rho is not None and rho >= MIN_SPEARMAN, "min_spearman": MIN_SPEARMAN}

@@ -121,6 +121,12 @@ def test_judge_stage(smoke_run):
     assert all(0 <= r["score"] <= (1 if "binary" in r["judge"] else 5) for r in rows if r["parse_ok"])
     assert set(m["asr_wer"]) == {"zero_shot", "baseline", "implicit_explicit"}
     assert all(v["n"] >= 1 and 0 <= v["value"] for v in m["asr_wer"].values())
+    # the offline facet scorer took every open-ended and label answer (no LLM, so no cap), every one parsed
+    offline = [r for r in rows if r["judge"] == "offline/facets_v1" and not r["probe"]]
+    preds = [json.loads(l) for l in open(run / "04_finetune" / "predictions.jsonl")]
+    assert len(offline) == sum(p["test_set"] != "asr" for p in preds) and all(r["parse_ok"] for r in offline)
+    graded = json.loads((run / "05_judge" / "validation.json").read_text())["graded_set"]["offline/facets_v1"]
+    assert graded["heldout"]["n"] >= 60 and graded["heldout"]["spearman"] >= 0.7, graded
 
 
 def test_analysis_stage(smoke_run):
@@ -136,5 +142,9 @@ def test_analysis_stage(smoke_run):
     for c, v in learning.items():
         assert v["asr_wer"]["n"] >= 1 and v["gender_accuracy"]["n"] >= 1 and v["emotion_ua"]["n"] >= 1, c
         assert (v["loss_drop"]["value"] is None) == (c == "zero_shot"), c
+    # the explicit condition is compared with the annotator and baseline on the same emotion items
+    ex = m["learning"]["explicit_method"]["conditions"]["implicit_explicit"]
+    assert ex["n"] >= 1 and ex["annotator_ua"] is not None and ex["emotion_ua"] is not None, ex
+    assert ex["vs_baseline"]["n_items"] == ex["n"]
     report = (run / "06_analysis" / "REPORT.md").read_text()
     assert report.split("\n## ")[1].startswith("Verdict"), "REPORT.md opens with the verdict"

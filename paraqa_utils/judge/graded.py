@@ -37,13 +37,10 @@ def load_graded(path: str | Path = GRADED_FILE) -> list[dict[str, Any]]:
 
 
 def agreement(grades: Sequence[float], scores: Sequence[float]) -> dict[str, Any]:
-    """{spearman, n, passed}: rank correlation of a judge's scores with our grades (None below 3 items or when
-    either side is constant)."""
-    from scipy import stats as sps
+    """{spearman, n, passed, min_spearman}: rank correlation of a judge's scores with our grades (validation's
+    correlations: None below 3 items or when either side is constant)."""
+    from paraqa_utils.judge.validation import correlations
 
-    g, s = list(grades), list(scores)
-    rho = None
-    if len(g) >= 3 and len(set(g)) > 1 and len(set(s)) > 1:
-        rho = float(sps.spearmanr(g, s).statistic)
-    return {"spearman": None if rho is None else round(rho, 4), "n": len(g),
+    rho = correlations(grades, scores)["spearman"]
+    return {"spearman": None if rho is None else round(rho, 4), "n": len(grades),
             "passed": rho is not None and rho >= MIN_SPEARMAN, "min_spearman": MIN_SPEARMAN}

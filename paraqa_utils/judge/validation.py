@@ -81,7 +81,8 @@ def classification_table(items: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _corr(x: Sequence[float], y: Sequence[float]) -> dict[str, float | None]:
+def correlations(x: Sequence[float], y: Sequence[float]) -> dict[str, float | None]:
+    """Pearson, Spearman and Kendall with n; all None below 3 items or when either side is constant."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
         return {"pearson": None, "spearman": None, "kendall": None, "n": int(len(x))}
@@ -94,8 +95,8 @@ def judge_vs_correctness(j: pd.DataFrame) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for judge, g in j.groupby("judge"):
         per_cond = g.groupby("condition").agg(score=("score_100", "mean"), correct=("correct", "mean"))
-        out[judge] = {"per_item": _corr(g["score_100"], g["correct"]),
-                      "per_condition": _corr(per_cond["score"], per_cond["correct"])}
+        out[judge] = {"per_item": correlations(g["score_100"], g["correct"]),
+                      "per_condition": correlations(per_cond["score"], per_cond["correct"])}
     return out
 
 
@@ -116,7 +117,7 @@ def judge_agreement(j: pd.DataFrame) -> dict[str, Any]:
     for a in range(len(names)):
         for b in range(a + 1, len(names)):
             pair = wide[[names[a], names[b]]].dropna()
-            out[f"{names[a]} vs {names[b]}"] = {**_corr(pair[names[a]], pair[names[b]]),
+            out[f"{names[a]} vs {names[b]}"] = {**correlations(pair[names[a]], pair[names[b]]),
                                                  "mean_abs_gap": float((pair[names[a]] - pair[names[b]]).abs().mean())
                                                  if len(pair) else None}
     return out
@@ -126,7 +127,7 @@ def length_bias(j: pd.DataFrame) -> dict[str, Any]:
     """Judge score vs answer length with correctness held fixed: Spearman within correct and within wrong answers."""
     out = {}
     for judge, g in j.dropna(subset=["correct", "score_100"]).groupby("judge"):
-        out[judge] = {("correct" if c else "wrong"): _corr(h["answer_chars"], h["score_100"])
+        out[judge] = {("correct" if c else "wrong"): correlations(h["answer_chars"], h["score_100"])
                       for c, h in g.groupby("correct")}
     return out
 

@@ -31,6 +31,14 @@ LABEL_ALIASES = {
 NEGATIONS = {"not", "no", "never", "without", "hardly", "nor", "neither", "barely"}
 TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 Embed = Callable[[Sequence[str]], np.ndarray]  # texts -> L2-normalised rows
+# Words that carry no content of their own (our list): what is left of a reference is what an answer must say
+# (the offline judge), and what a content answer must share with its evidence (02's quality check).
+FUNCTION_WORDS = set("""a an the and or but if then so of to in on at by for with about from into over after before
+than as is are was were be been being am do does did done have has had having it its it's this that these those
+there here they them their he him his she her hers you your we our us i me my mine speaker speakers voice says say
+said saying speaks speak spoke talking talks talk mentions mention mentioned tells tell told what which who whom
+whose when where why how while not no yes very really just also too quite some any all can could would should will
+shall may might must one sounds sound seems seem feels feel feeling felt person someone clip audio""".split())
 
 
 def dominant_label(segments: Sequence[dict], key: str) -> str | None:
@@ -45,6 +53,18 @@ def dominant_label(segments: Sequence[dict], key: str) -> str | None:
 
 def tokens(text: str) -> list[str]:
     return TOKEN.findall(text.lower())
+
+
+def stem(word: str) -> str:
+    """A crude stem (plural, -ed, -ing) so "keys"/"key", "moved"/"move" match; no dictionary needed."""
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+def content_words(text: str, drop: set[str] = frozenset()) -> set[str]:
+    return {stem(t) for t in tokens(text or "") if t not in FUNCTION_WORDS} - set(drop)
 
 
 def word_lines(name: str) -> list[str]:
@@ -66,7 +86,7 @@ def label_lexicon(name: str) -> dict[str, dict[str, set[str]]]:
 
 def mentions(text: str, lexicon: dict[str, set[str]], spoken: set[str]) -> list[tuple[str, set[str]]]:
     """Label words used in `text` as the speaker's state: not negated nearby, not merely words the speaker said."""
-    toks = tokens(text)
+    toks = [t[:-2] if t.endswith("'s") else t for t in tokens(text)]  # "a woman's voice" names a woman
     out = []
     for i, t in enumerate(toks):
         if t in lexicon and t not in spoken:

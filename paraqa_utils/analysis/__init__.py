@@ -1,4 +1,5 @@
 """Stage 06 (notebooks/06_analysis): the paper's tables, figures and REPORT.md."""
+from paraqa_utils.analysis.direction import direction_table, graded_validity, write_direction  # noqa: F401
 from paraqa_utils.analysis.figures import draw_figures, figure_names  # noqa: F401
 from paraqa_utils.analysis.learning import learning_table  # noqa: F401
 from paraqa_utils.analysis.report import (analysis_metrics, judge_validation, report_sections,  # noqa: F401

@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 
 from paraqa_utils import runs
+from paraqa_utils.analysis.direction import direction_section
 from paraqa_utils.analysis.explicit import explicit_method, explicit_table
 from paraqa_utils.analysis.learning import learning_block, learning_table
 from paraqa_utils.analysis.tables import TYPES, Inputs, data_tables, fmt
@@ -65,13 +66,19 @@ def table_shapes(tables: dict[str, pd.DataFrame]) -> dict[str, tuple[int, int]]:
 def report_sections(summary: pd.DataFrame, missing: dict[str, str], main: pd.DataFrame,
                     classification: pd.DataFrame, validity: pd.DataFrame, tables: dict[str, pd.DataFrame],
                     main_test_set: str, baseline: str, verdict: dict[str, Any],
-                    learning: dict[str, Any]) -> list[tuple[str, str]]:
+                    learning: dict[str, Any], direction: dict[str, Any] | None = None,
+                    judge_validity: dict[str, Any] | None = None) -> list[tuple[str, str]]:
     """REPORT.md's sections in order: the verdict (verdict.build_verdict), stages, missing inputs (only if any),
-    learning, the main table, classification, judge validity, then one section per data table."""
+    the paper's direction (with a direction block), learning, the main table, classification, judge validity, then
+    one section per data table."""
     sections = [("Verdict", verdict_text(verdict)), ("Stages", fmt(summary))]
     if missing:
         sections.append(("Missing or unfinished inputs",
                          fmt(pd.Series(missing, name="why").to_frame().reset_index())))
+    if direction is not None:
+        sections.append(("The paper's direction (judge score 0-100 on the same items; relative gain in %, with its "
+                         "95 % paired-bootstrap CI; holds when the CI's lower bound is above 0)",
+                         direction_section(direction, judge_validity or {})))
     main_cols = [c for c in MAIN_COLUMNS if c in main]
     chance = learning.get("emotion_ua_chance", {})
     sections += [("Learning (did each condition learn? n = training steps or test items)",
@@ -89,9 +96,13 @@ def report_sections(summary: pd.DataFrame, missing: dict[str, str], main: pd.Dat
 
 
 def analysis_metrics(stage: runs.Stage, inp: Inputs, figures: list[Path], main: pd.DataFrame,
-                     regenerate_s: float, learning: dict[str, Any], verdict: dict[str, Any]) -> dict[str, Any]:
+                     regenerate_s: float, learning: dict[str, Any], verdict: dict[str, Any],
+                     direction: dict[str, Any] | None = None,
+                     judge_validity: dict[str, Any] | None = None) -> dict[str, Any]:
     """metrics.json of stage 06: tables and figures written, missing inputs, time taken, the main table, the
-    learning block and the verdict."""
+    learning block, the verdict and, when given, the paper's direction (direction.direction_block) and each judge's
+    held-out graded-set agreement (`judge_validity`, direction.graded_validity)."""
+    extra = {k: v for k, v in (("direction", direction), ("judge_validity", judge_validity)) if v is not None}
     return {"n_tables": len(list(stage.dir.glob("tab_*.csv"))), "n_figures": len(figures) // 2,
             "missing_inputs": sorted(inp.missing), "regenerate_s": round(regenerate_s, 2),
-            "main": main.round(4).to_dict("records"), "learning": learning, "verdict": verdict}
+            "main": main.round(4).to_dict("records"), "learning": learning, "verdict": verdict, **extra}

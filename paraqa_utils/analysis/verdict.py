@@ -1,11 +1,13 @@
 """REPORT.md's Verdict: plain sentences generated from the figures (the learning block, the main table's relative
-gains with their bootstrap CIs, and 05's verdict on the judge), plus the same facts as metrics."""
+gains with their bootstrap CIs, the paper's direction, and 05's verdict on the judge), plus the same facts as
+metrics."""
 from __future__ import annotations
 
 from typing import Any
 
 import pandas as pd
 
+from paraqa_utils.analysis.direction import verdict_sentence as direction_verdict
 from paraqa_utils.analysis.explicit import explicit_sentences
 from paraqa_utils.analysis.learning import EMOTION_UA_MARGIN, MIN_GENDER_ACCURACY, MIN_LOSS_DROP, ZERO_SHOT
 
@@ -124,18 +126,21 @@ def effect_sentences(effs: list[dict[str, Any]], baseline: str, test_set: str) -
 
 
 def build_verdict(learning: dict[str, Any], main: pd.DataFrame, validation: dict[str, Any] | None, baseline: str,
-            test_set: str) -> dict[str, Any]:
+            test_set: str, direction: dict[str, Any] | None = None) -> dict[str, Any]:
     """metrics.json's `verdict` and REPORT.md's Verdict: {judge_passed, learned: {condition: bool}, effects,
-    sentences} (learning, then the judge's validity, then the effects)."""
+    explicit_method_works, direction_holds: {comparison: bool, None when not tested} (only with a direction block),
+    sentences} (learning, the explicit method, the judge's validity, the paper's direction, then the effects)."""
     passed, judge_text = judge_sentences(validation)
     effs = effects(main, baseline)
-    return {"judge_passed": passed,
+    extra = ({"direction_holds": {k: e.get("holds") for k, e in direction.items()}} if direction is not None else {})
+    return {"judge_passed": passed, **extra,
             "learned": {c: r["learned"] for c, r in learning.get("conditions", {}).items() if c != ZERO_SHOT},
             "effects": effs,
             "explicit_method_works": {c: r["meets_annotator_bar"] and r["vs_baseline"]["excludes_zero"]
                                       for c, r in learning.get("explicit_method", {}).get("conditions", {}).items()},
             "sentences": [*learning_sentences(learning), *explicit_sentences(learning.get("explicit_method", {})),
-                          *judge_text, *effect_sentences(effs, baseline, test_set)]}
+                          *judge_text, *([direction_verdict(direction)] if direction is not None else []),
+                          *effect_sentences(effs, baseline, test_set)]}
 
 
 def verdict_text(v: dict[str, Any]) -> str:

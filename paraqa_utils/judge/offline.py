@@ -15,32 +15,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from paraqa_utils.judge.validation import LEXICON_FILE
-from paraqa_utils.text import Embed, label_lexicon, mentions, tokens
+from paraqa_utils import text
+from paraqa_utils.text import Embed, content_words, label_lexicon, mentions, stem
 
 NAME = "offline/facets_v1"
 RUBRIC = "facets_v1"  # no prompt: the rules below are the rubric
-# Words that carry no content of their own (our list): what is left of a reference is what an answer must say.
-FUNCTION_WORDS = set("""a an the and or but if then so of to in on at by for with about from into over after before
-than as is are was were be been being am do does did done have has had having it its it's this that these those
-there here they them their he him his she her hers you your we our us i me my mine speaker speakers voice says say
-said saying speaks speak spoke talking talks talk mentions mention mentioned tells tell told what which who whom
-whose when where why how while not no yes very really just also too quite some any all can could would should will
-shall may might must one sounds sound seems seem feels feel feeling felt person someone clip audio""".split())
 SIM_FLOOR, SIM_FULL = 0.35, 0.8  # MiniLM cosine: below the floor no content credit, from SIM_FULL full credit
 FACET_OF = {"CE": "emotion", "CG": "gender", "emotion": "emotion", "gender": "gender"}  # label sets count too
 SIM_WEIGHT = 0.5  # content = (1 - w) x token F1 + w x scaled similarity
-
-
-def stem(word: str) -> str:
-    """A crude stem (plural, -ed, -ing) so "keys"/"key", "moved"/"move" match; no dictionary needed."""
-    for suffix in ("ing", "ed", "es", "s"):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)]
-    return word
-
-
-def content_words(text: str, drop: set[str] = frozenset()) -> set[str]:
-    return {stem(t) for t in tokens(text or "") if t not in FUNCTION_WORDS} - set(drop)
 
 
 @dataclass
@@ -114,7 +96,8 @@ def judgment_rows(items: Sequence[dict[str, Any]], embed: Embed | None, name: st
     """05's judgment rows (the LLM judges' format) for the offline scorer: score 0-5, score_100 = 20 x score,
     always parsed; `explanation` says which facets decided it. Probes (reference swaps) are scored like the rest."""
     found = FacetScorer(embed).score(items)
-    rules = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()  # the rules are the rubric: their source's hash
+    # the rules are the rubric: the hash of their source (this file and the shared word helpers)
+    rules = hashlib.sha256(Path(__file__).read_bytes() + Path(text.__file__).read_bytes()).hexdigest()
     return [{"item_id": it["item_id"], "condition": it["condition"], "test_set": it["test_set"],
              "question_type": it.get("question_type"), "judge": name, "rubric": RUBRIC, "judge_model": "offline",
              "prompt_sha256": rules, "sampling": None, "run": 0, "score": f.grade, "score_100": f.grade * 20,

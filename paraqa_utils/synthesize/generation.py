@@ -8,6 +8,7 @@ The post-filters live in `filters`.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import re
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from paraqa_utils import runs
+from paraqa_utils.synthesize import small
 from paraqa_utils.params import check_types
 from paraqa_utils.text import UNUSABLE_EMOTIONS
 from paraqa_utils.prompts import path as prompt_path
@@ -73,6 +75,8 @@ class SynthesizeConfig:
     max_tokens: int
     cpqa_prompt: str
     pqa_star_prompt: str
+    prompt_profile: str  # small, large, or auto (small for the embedded generator); see synthesize.small
+    small_prompt: str  # the small profile's prompt file (one for both kinds)
     seed: int
 
     def __post_init__(self) -> None:
@@ -80,6 +84,8 @@ class SynthesizeConfig:
         if not problems:
             problems = [f"kinds: unknown kind '{k}' (known: {', '.join(QUESTION_TYPES)})" for k in self.kinds
                         if k not in QUESTION_TYPES]
+            problems += [f"prompt_profile: '{self.prompt_profile}' is not one of {', '.join(small.PROFILES)}"
+                         ] if self.prompt_profile not in small.PROFILES else []
         if problems:
             raise ValueError("synthesis settings:\n  - " + "\n  - ".join(problems))
 
@@ -90,6 +96,9 @@ class SynthesizeConfig:
 
     @property
     def prompt_files(self) -> dict[str, str]:
+        """The prompt file of each kind under the resolved profile (call `with_profile` first for `auto`)."""
+        if self.prompt_profile == "small":
+            return dict.fromkeys(QUESTION_TYPES, self.small_prompt)
         return {kind: getattr(self, f"{kind}_prompt") for kind in QUESTION_TYPES}
 
     @property
@@ -98,6 +107,11 @@ class SynthesizeConfig:
 
     def sampling(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens, "seed": self.seed}
+
+
+def with_profile(cfg: SynthesizeConfig, llm_base_url: str) -> SynthesizeConfig:
+    """The settings with `auto` resolved: `small` for the embedded generator, `large` for a user's endpoint."""
+    return dataclasses.replace(cfg, prompt_profile=small.resolve_profile(cfg.prompt_profile, llm_base_url))
 
 
 def load_annotations(path: Path, max_clips: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -219,7 +233,8 @@ def to_records(res: LLMResult, ann: dict[str, Any], kind: str, prompt: Prompt,
         qas.append({"qa_id": qa_id, "clip_id": ann["clip_id"], "split": ann.get("split"), "kind": kind,
                     "question_type": item["question_type"], "reasoning": item["reasoning"],
                     "question": item["question"].strip(), "answer": item["answer"].strip(),
-                    "evidence_segments": segs, "model": res.model, "prompt_file": prompt.name,
+                    "evidence_segments": segs, "model": res.model, "prompt_profile": "large",
+                    "prompt_file": prompt.name,
                     "prompt_sha256": prompt.sha256, "sampling": cfg.sampling(), "cache_key": res.key})
     if len(items) < cfg.n_qa[kind]:
         rejects.append({**base, "filter": "schema", "cache_key": res.key,
@@ -227,19 +242,39 @@ def to_records(res: LLMResult, ann: dict[str, Any], kind: str, prompt: Prompt,
     return qas, rejects
 
 
+def build_requests(ann: dict[str, Any], kind: str, prompt: Any,
+                   cfg: SynthesizeConfig) -> tuple[list[LLMRequest], list[dict[str, Any]]]:
+    """The requests of one clip and kind under the profile (large: one; small: one per planned pair), and rejects
+    for planned pairs that could not be asked."""
+    if cfg.prompt_profile == "small":
+        return small.requests(ann, kind, pair_plan(kind, ann, cfg), prompt, cfg.sampling())
+    return [build_request(ann, kind, prompt, cfg)], []
+
+
 def generate(client: LLMClient, clips: Iterable[dict[str, Any]], cfg: SynthesizeConfig,
-             prompts: dict[str, Prompt]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
-    """One call per clip and kind, all through the client (cached, resumable). Returns (qas, rejects, counts)."""
+             prompts: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """All requests through the client (cached, resumable): one per clip and kind (large profile) or one per
+    planned pair (small). Returns (qas, rejects, counts)."""
+    if cfg.prompt_profile not in ("small", "large"):
+        raise ValueError(f"prompt_profile '{cfg.prompt_profile}' is not resolved: call with_profile first")
     clips = list(clips)
-    jobs = [(ann, kind) for kind in cfg.kinds for ann in clips]
-    results = client.complete(build_request(ann, kind, prompts[kind], cfg) for ann, kind in jobs)
-    qas, rejects = [], []
-    for (ann, kind), res in zip(jobs, results):
-        q, r = to_records(res, ann, kind, prompts[kind], cfg)
+    jobs, reqs, rejects = [], [], []
+    for kind in cfg.kinds:
+        for ann in clips:
+            r, rej = build_requests(ann, kind, prompts[kind], cfg)
+            jobs += [(ann, kind)] * len(r)
+            reqs += r
+            rejects += rej
+    results = client.complete(reqs)
+    qas = []
+    for (ann, kind), req, res in zip(jobs, reqs, results):
+        q, r = (small.to_record(res, ann, prompts[kind], dict(req.json_schema)) if cfg.prompt_profile == "small"
+                else to_records(res, ann, kind, prompts[kind], cfg))
         qas += q
         rejects += r
-    planned = Counter((kind, t) for ann, kind in jobs for t, _ in pair_plan(kind, ann, cfg))
+    planned = Counter((kind, t) for kind in cfg.kinds for ann in clips for t, _ in pair_plan(kind, ann, cfg))
     counts = {"n_calls_ok": sum(r.ok for r in results), "n_calls_failed": sum(not r.ok for r in results),
-              "requested": {k: sum(cfg.n_qa[k] for a, kk in jobs if kk == k) for k in cfg.kinds},
+              "prompt_profile": cfg.prompt_profile,
+              "requested": {k: cfg.n_qa[k] * len(clips) for k in cfg.kinds},
               "planned_types": {f"{k}/{t}": n for (k, t), n in sorted(planned.items())}}
     return qas, rejects, counts

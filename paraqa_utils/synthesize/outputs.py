@@ -56,6 +56,8 @@ def stage_metrics(counts: dict[str, Any], funnel: Sequence[dict], kept: Sequence
             "removed_by_filter": dict(Counter(r["filter"] for r in rejects)),
             "funnel": list(funnel), "type_mix": list(mix), "planned_types": counts["planned_types"],
             "n_calls_ok": counts["n_calls_ok"], "n_calls_failed": counts["n_calls_failed"],
-            "qa_per_minute": round(returned / spent_s * 60, 2) if spent_s else None,
+            "prompt_profile": counts.get("prompt_profile"),
+            "qa_per_minute": round(returned / spent_s * 60, 2) if spent_s else None,  # schema-valid pairs returned
+            "kept_per_minute": round(len(kept) / spent_s * 60, 2) if spent_s else None,
             "completion_tokens_per_s": round(ledger["completion_tokens"] / spent_s, 2) if spent_s else None,
             "llm_ledger": ledger}

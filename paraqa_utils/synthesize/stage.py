@@ -12,7 +12,8 @@ from paraqa_utils.llm.server import llm_endpoint
 from paraqa_utils.params import check_types
 from paraqa_utils.prompts import path as prompt_path
 from paraqa_utils.synthesize.filters import FilterConfig, examples, run_filters
-from paraqa_utils.synthesize.generation import Prompt, SynthesizeConfig, build_request, load_prompt
+from paraqa_utils.synthesize.generation import SynthesizeConfig, build_requests, load_prompt
+from paraqa_utils.synthesize.small import load_small_prompt
 
 
 @dataclass
@@ -65,11 +66,14 @@ def llm_client(stage: runs.Stage, settings: LLMSettings, progress: bool = True) 
     stage.record_model("generator", client.model, **generator_info(endpoint, client))
 
 
-def load_prompts(stage: runs.Stage, cfg: SynthesizeConfig, filter_cfg: FilterConfig) -> dict[str, Prompt]:
-    """The prompt of each kind asked for; every prompt file the stage uses is recorded with its hash."""
-    for name in [*cfg.prompt_files.values(), filter_cfg.forbidden_references, filter_cfg.label_words]:
+def load_prompts(stage: runs.Stage, cfg: SynthesizeConfig, filter_cfg: FilterConfig) -> dict[str, Any]:
+    """The prompt of each kind asked for under the resolved profile; every prompt file the stage uses is recorded
+    with its hash."""
+    files = {kind: cfg.prompt_files[kind] for kind in cfg.kinds}
+    for name in [*set(files.values()), filter_cfg.forbidden_references, filter_cfg.label_words]:
         stage.record_prompt(prompt_path(name))
-    return {kind: load_prompt(cfg.prompt_files[kind]) for kind in cfg.kinds}
+    load = load_small_prompt if cfg.prompt_profile == "small" else load_prompt
+    return {kind: load(name) for kind, name in files.items()}
 
 
 def clip_preview(clips: Sequence[dict[str, Any]], n: int = 5):
@@ -80,11 +84,12 @@ def clip_preview(clips: Sequence[dict[str, Any]], n: int = 5):
                           "n_segments": len(a["segments"]), "n_words": len(a["words"])} for a in clips]).head(n)
 
 
-def example_prompt(clips: Sequence[dict[str, Any]], cfg: SynthesizeConfig, prompts: dict[str, Prompt]) -> str:
-    """The user message of the first clip's first kind, as sent."""
-    if not clips:
+def example_prompt(clips: Sequence[dict[str, Any]], cfg: SynthesizeConfig, prompts: dict[str, Any]) -> str:
+    """The profile and the user message of the first clip's first request, as sent."""
+    reqs = build_requests(clips[0], cfg.kinds[0], prompts[cfg.kinds[0]], cfg)[0] if clips else []
+    if not reqs:
         return "no clips to ask about"
-    return build_request(clips[0], cfg.kinds[0], prompts[cfg.kinds[0]], cfg).messages[-1]["content"]
+    return f"[prompt_profile: {cfg.prompt_profile}]\n" + reqs[0].messages[-1]["content"]
 
 
 def filter_qas(stage: runs.Stage, qas: list[dict], clips: Sequence[dict], cfg: FilterConfig,

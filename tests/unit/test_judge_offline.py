@@ -89,5 +89,6 @@ def test_offline_rows_record_the_rules_they_were_scored_by():
     it = {"item_id": "a", "condition": "c", "test_set": "cpqa_ref", "question_type": "C", "question": "q?",
           "reference": "The bus is late.", "answer": "The bus is late."}
     row = offline.judgment_rows([it], None)[0]
-    assert row["prompt_sha256"] == hashlib.sha256(open(offline.__file__, "rb").read()).hexdigest()
+    rules = open(offline.__file__, "rb").read() + open(text.__file__, "rb").read()  # its rules and word lists
+    assert row["prompt_sha256"] == hashlib.sha256(rules).hexdigest()
     assert row["judge_model"] == "offline" and row["score"] == 5

@@ -67,14 +67,20 @@ def test_annotate_tables_and_example():
 
 def test_prompts_are_recorded_and_the_example_prompt_shown(tmp_path):
     stage = runs.Stage(tmp_path / "run", "02_synthesize")
-    cfg = params.stage_config(synthesize.SynthesizeConfig, "02_synthesize", {"kinds": ["pqa_star"]})
+    auto = params.stage_config(synthesize.SynthesizeConfig, "02_synthesize", {"kinds": ["pqa_star"]})
     fcfg = params.stage_config(synthesize.FilterConfig, "02_synthesize", {})
-    prompts = synthesize.load_prompts(stage, cfg, fcfg)
+    large = synthesize.with_profile(auto, "http://localhost:8000/v1")  # a user's endpoint: the large profile
+    prompts = synthesize.load_prompts(stage, large, fcfg)
     assert list(prompts) == ["pqa_star"] and prompts["pqa_star"].name == "pqa_star_v1.txt"
-    assert list(stage.record["prompts"]) == ["cpqa_v1.txt", "pqa_star_v1.txt", "forbidden_references_v1.txt",
-                                             "label_words_v1.txt"]
-    assert synthesize.example_prompt([], cfg, prompts) == "no clips to ask about"
-    assert "1. " in synthesize.example_prompt([SAD], cfg, prompts)
+    assert list(stage.record["prompts"]) == ["pqa_star_v1.txt", "forbidden_references_v1.txt", "label_words_v1.txt"]
+    assert synthesize.example_prompt([], large, prompts) == "no clips to ask about"
+    shown = synthesize.example_prompt([SAD], large, prompts)
+    assert shown.startswith("[prompt_profile: large]") and "1. " in shown
+    small = synthesize.with_profile(auto, "")  # the embedded generator: the small profile
+    prompts = synthesize.load_prompts(runs.Stage(tmp_path / "run2", "02_synthesize"), small, fcfg)
+    shown = synthesize.example_prompt([SAD], small, prompts)
+    assert prompts["pqa_star"].name == "small_pairs_v1.yaml" and shown.startswith("[prompt_profile: small]")
+    assert "Spoken: " in shown and " s]" not in shown  # the stretch's words, no time codes
     preview = synthesize.clip_preview([SAD])
     assert list(preview.columns) == ["clip_id", "split", "dominant_emotion", "n_segments", "n_words"]
 

@@ -18,8 +18,9 @@ DESIGN_FIELDS = {"qa_id", "clip_id", "kind", "question_type", "question", "answe
 
 
 def synth_cfg(**values):
-    """A SynthesizeConfig with these knobs, the rest from 02_synthesize.ipynb's parameters cell."""
-    return params.stage_config(S.SynthesizeConfig, "02_synthesize", values)
+    """A SynthesizeConfig with these knobs, the rest from 02_synthesize.ipynb's parameters cell; the large prompt
+    profile unless asked (the small one has its own tests in test_synthesize_small.py)."""
+    return params.stage_config(S.SynthesizeConfig, "02_synthesize", {"prompt_profile": "large", **values})
 
 
 def filter_cfg(**values):

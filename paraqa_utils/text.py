@@ -41,6 +41,15 @@ whose when where why how while not no yes very really just also too quite some a
 shall may might must one sounds sound seems seem feels feel feeling felt person someone clip audio""".split())
 
 
+def segment_words(ann: dict, segments: Sequence[dict] | None = None) -> list[list[str]]:
+    """The words said in each segment (of `segments`, default the clip's own): a word belongs to the segment its
+    midpoint falls in; blank words are dropped."""
+    words = ann.get("words") or []
+    return [[str(w["w"]).strip() for w in words
+             if s["start_s"] <= (w["start_s"] + w["end_s"]) / 2 < s["end_s"] and str(w["w"]).strip()]
+            for s in (ann.get("segments") or [] if segments is None else segments)]
+
+
 def dominant_label(segments: Sequence[dict], key: str) -> str | None:
     """The `key` label (emotion, gender) covering most of the clip's duration over its segments (ties: first seen);
     what a test item's label is, and what the annotator says of the clip."""

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Sequence
 from paraqa_utils import runs
 from paraqa_utils.synthesize import small
 from paraqa_utils.params import check_types
-from paraqa_utils.text import UNUSABLE_EMOTIONS
+from paraqa_utils.text import UNUSABLE_EMOTIONS, segment_words
 from paraqa_utils.prompts import path as prompt_path
 from paraqa_utils.llm import LLMClient, LLMRequest, LLMResult, schema_error
 
@@ -138,8 +138,7 @@ def numbered_transcript(ann: dict[str, Any]) -> tuple[str, list[list[int]]]:
     lines = [ln for ln in (ann.get("annotated_transcript") or "").splitlines() if ln.strip()]
     if not lines:  # no serialised form: one plain line per segment, words by midpoint
         lines = []
-        for s in segs:
-            ws = [w["w"] for w in ann.get("words") or [] if s["start_s"] <= (w["start_s"] + w["end_s"]) / 2 < s["end_s"]]
+        for s, ws in zip(segs, segment_words(ann)):
             lines.append(f"[{s['start_s']:.1f}-{s['end_s']:.1f} s] ({_label_text(s)}) {' '.join(ws) or '…'}")
     covered = []
     for ln in lines:

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Sequence
 
-from paraqa_utils.text import UNUSABLE_EMOTIONS, content_words, dominant_label, label_lexicon, mentions
+from paraqa_utils.text import (UNUSABLE_EMOTIONS, content_words, dominant_label, label_lexicon, mentions,
+                                segment_words)
 
 CHECK = {"CE": "emotion", "E": "emotion", "CG": "gender", "G": "gender", "C": "words"}
 
@@ -25,9 +26,7 @@ def evidence(qa: dict[str, Any], ann: dict[str, Any]) -> tuple[list[dict], bool]
 
 
 def spoken_words(segs: Sequence[dict], ann: dict[str, Any]) -> str:
-    spans = [(s["start_s"], s["end_s"]) for s in segs]
-    return " ".join(str(w["w"]) for w in ann.get("words") or []
-                    if any(t0 <= (w["start_s"] + w["end_s"]) / 2 < t1 for t0, t1 in spans))
+    return " ".join(w for ws in segment_words(ann, segs) for w in ws)
 
 
 def check_pair(qa: dict[str, Any], ann: dict[str, Any], lex: dict[str, dict[str, set[str]]]) -> bool | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,7 +20,7 @@ import yaml
 from paraqa_utils import runs
 from paraqa_utils.llm import LLMRequest, LLMResult, schema_error
 from paraqa_utils.prompts import path as prompt_path
-from paraqa_utils.text import UNUSABLE_EMOTIONS, content_words
+from paraqa_utils.text import UNUSABLE_EMOTIONS, segment_words
 
 PROFILES = ("auto", "small", "large")
 TYPES = ("C", "CE", "CG", "E", "D", "G")
@@ -97,9 +96,7 @@ def delivery_words(seg: dict[str, Any]) -> str:
 def stretches(ann: dict[str, Any]) -> list[dict[str, Any]]:
     """Runs of consecutive segments with the same emotion and gender, cut at segment boundaries into pieces of at
     least CHUNK_WORDS words (so a long one-mood clip gives several things to ask about), with words and voice."""
-    segs, words = ann.get("segments") or [], ann.get("words") or []
-    said = [[str(w["w"]).strip() for w in words
-             if s["start_s"] <= (w["start_s"] + w["end_s"]) / 2 < s["end_s"] and str(w["w"]).strip()] for s in segs]
+    segs, said = ann.get("segments") or [], segment_words(ann)
     pieces: list[list[int]] = []
     for i, s in enumerate(segs):
         same = pieces and all(segs[pieces[-1][-1]].get(k) == s.get(k) for k in ("emotion", "gender"))

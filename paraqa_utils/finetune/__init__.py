@@ -5,3 +5,6 @@ from paraqa_utils.finetune.conditions import (finish, loss_curves, merge_predict
                                               summary_table)
 from paraqa_utils.finetune.config import (ZERO_SHOT, ConfigError, FinetuneConfig, load_config,  # noqa: F401
                                           make_config, save_config)
+from paraqa_utils.finetune.launch import Launch, LaunchError, LaunchSettings  # noqa: F401
+from paraqa_utils.finetune.workers import WorkerFailed  # noqa: F401
+from paraqa_utils.finetune.launch import resolve as resolve_launch  # noqa: F401

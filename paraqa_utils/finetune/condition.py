@@ -118,6 +118,18 @@ def predict(model: speech_llm.SpeechLLM, cache: EncoderCache, cfg: FinetuneConfi
     return out
 
 
+def finished_summary(cfg: FinetuneConfig) -> dict[str, Any] | None:
+    """The condition's summary.json when it finished earlier with this very config and training data (a resumed
+    pipeline run skips it), else None."""
+    done = Path(cfg.out_dir) / cfg.condition / "summary.json"
+    if not (cfg.resume and done.exists()):
+        return None
+    old = runs.read_json(done)
+    data_sha = runs.sha256_file(Path(cfg.train_file)) if cfg.train_file else None
+    same = old.get("config") == cfg.to_dict() and old.get("train_file_sha256") == data_sha
+    return old if same and "predictions_skipped" not in old else None
+
+
 def run_condition(cfg: FinetuneConfig) -> dict[str, Any]:
     """Train one condition (unless train_file is empty), save its weights and config, predict every test set.
 
@@ -129,11 +141,8 @@ def run_condition(cfg: FinetuneConfig) -> dict[str, Any]:
     cond_dir.mkdir(parents=True, exist_ok=True)
     done = cond_dir / "summary.json"
     data_sha = runs.sha256_file(Path(cfg.train_file)) if cfg.train_file else None
-    if cfg.resume and info.world == 1 and done.exists():
-        old = runs.read_json(done)
-        if (old.get("config") == cfg.to_dict() and old.get("train_file_sha256") == data_sha
-                and "predictions_skipped" not in old):
-            return old  # finished earlier with this very config and data (a resumed pipeline run)
+    if info.world == 1 and (old := finished_summary(cfg)) is not None:
+        return old
     t0 = time.perf_counter()
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)

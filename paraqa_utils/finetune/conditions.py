@@ -9,6 +9,8 @@ import pandas as pd
 
 from paraqa_utils import runs
 from paraqa_utils.finetune.condition import run_condition
+from paraqa_utils.finetune.launch import Launch
+from paraqa_utils.finetune.workers import run_subprocess
 from paraqa_utils.finetune.training import NonFiniteLoss
 from paraqa_utils.finetune.config import ZERO_SHOT, ConfigError, FinetuneConfig
 
@@ -18,7 +20,7 @@ SUMMARY_KEYS = ("failed", "steps", "n_train_examples", "final_loss", "mean_loss"
                 "examples_per_s", "tokens_per_s", "train_seconds", "n_predictions", "predict_seconds",
                 "encoder_cache_hits", "encoder_cache_misses", "encoder_cache_hit_rate", "train_n_missing_audio",
                 "train_n_truncated", "train_n_skipped_too_long", "test_n_missing_audio", "test_n_truncated",
-                "n_trainable_params", "seconds")
+                "n_trainable_params", "seconds", "world_size", "launch")
 
 
 def check_upstream(stage: runs.Stage) -> None:
@@ -95,7 +97,8 @@ def merge_predictions(stage: runs.Stage, configs: dict[str, FinetuneConfig]) -> 
     return pd.DataFrame(preds)
 
 
-def finish(stage: runs.Stage, configs: dict[str, FinetuneConfig], summaries: dict[str, dict[str, Any]]) -> pd.DataFrame:
+def finish(stage: runs.Stage, configs: dict[str, FinetuneConfig], summaries: dict[str, dict[str, Any]],
+           launch: Launch | None = None) -> pd.DataFrame:
     """Write metrics.json (per-condition figures) and mark the stage done; returns the per-condition table."""
     if not configs:
         raise ConfigError("no condition was planned (conditions empty and zero_shot false): nothing to do")
@@ -115,22 +118,29 @@ def finish(stage: runs.Stage, configs: dict[str, FinetuneConfig], summaries: dic
         predictions_per_condition=counts, zero_shot=ZERO_SHOT in configs,
         test_sets=sorted({p["test_set"] for p in preds}), train_mode=first["train_mode"],
         device=first["device"], dtype=first["dtype"], whisper_model=first["whisper_model"],
-        llm_model=first["llm_model"], config={k: v for k, v in first["config"].items()
+        llm_model=first["llm_model"], launch=(launch or Launch("inprocess")).describe(), config={k: v for k, v in first["config"].items()
                                               if k not in ("condition", "train_file", "explicit", "test_files")})
     stage.finish()
     return pd.DataFrame(per_cond).T
 
 
-def run_plan(configs: dict[str, FinetuneConfig]) -> dict[str, dict[str, Any]]:
-    """Train (none for zero_shot) and predict every planned condition in turn, in this process.
+def run_plan(configs: dict[str, FinetuneConfig], launch: Launch | None = None) -> dict[str, dict[str, Any]]:
+    """Train (none for zero_shot) and predict every planned condition in turn: in this process, or (torchrun,
+    accelerate) in worker processes that stream their output here; any other worker failure fails the stage.
 
     A condition whose loss turns NaN/inf stops there, with the step and example ids in its `failed` entry; the
     others still run, and the stage records the failure as a finding (06's verdict reports it).
     """
+    launch = launch or Launch("inprocess")
     out: dict[str, dict[str, Any]] = {}
+    if launch.device == "cuda" and configs:
+        from paraqa_utils.finetune.memory import check_fits
+
+        check_fits(launch.apply(next(iter(configs.values()))), launch)
     for condition, cfg in configs.items():
+        cfg = launch.apply(cfg)
         try:
-            out[condition] = run_condition(cfg)
+            out[condition] = run_condition(cfg) if launch.launcher == "inprocess" else run_subprocess(cfg, launch)
         except NonFiniteLoss as exc:
             out[condition] = {"failed": f"{type(exc).__name__}: {exc}", "condition": condition}
     return out

@@ -39,6 +39,15 @@ def barrier(info: DistInfo) -> None:
         torch.distributed.barrier()
 
 
+def all_sum(values: list[float], info: DistInfo, device: torch.device) -> list[float]:
+    """The sums over all ranks of a few numbers (one all-reduce; the values themselves for one process)."""
+    if info.world == 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
 def device_for(info: DistInfo, device: torch.device) -> torch.device:
     """One GPU per process under torchrun: cuda:<local rank>."""
     return torch.device("cuda", info.local_rank) if device.type == "cuda" and info.world > 1 else device

@@ -140,8 +140,12 @@ def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
     state = runs.read_json(folder / "state.json")
     check_fingerprint(state, fingerprint, folder)
     finished = total is not None and int(state["step"]) >= total
-    if sharded_optimizer and not finished and state.get("world_size") != info.world:
-        raise ResumeRefused(f"{folder} holds optimizer shards for {state.get('world_size')} processes, not {info.world}")
+    if not finished and state.get("world_size", 1) != info.world:
+        # each rank reads its own slice of the data order (and, under FSDP, its own optimizer shard): another
+        # world size would train on other examples than the ones the checkpoint's steps skipped
+        raise ResumeRefused(f"{folder} was saved by {state.get('world_size', 1)} process(es), this run has "
+                            f"{info.world}: resume with n_processes={state.get('world_size', 1)}, or start fresh "
+                            "(resume=False)" + (" (its optimizer is sharded per process)" if sharded_optimizer else ""))
     weights = torch.load(folder / "trainable.pt")
     params = dict(model.named_parameters())
     missing = sorted(set(n for n, p in params.items() if p.requires_grad) - set(weights))
@@ -215,7 +219,10 @@ def train(model: nn.Module, samples: Sequence[Encoded], cache: EncoderCache, set
     while step < n_total:
         t0 = time.perf_counter()
         window = [next(stream) for _ in range(settings.grad_accum)]
-        n_label = sum(samples[i].n_label_tokens for _, b in window for i in b)
+        # the answer tokens of the whole window over all ranks: DDP and FSDP average the ranks' gradients, so
+        # each rank scales by world / global tokens and n processes match one process with n x grad_accum
+        n_label = distributed.all_sum([sum(samples[i].n_label_tokens for _, b in window for i in b)], info, device)[0]
+        scale = info.world / max(n_label, 1)
         step_loss = 0.0
         for j, (epoch, b) in enumerate(window):
             batch = [samples[i] for i in b]
@@ -231,7 +238,7 @@ def train(model: nn.Module, samples: Sequence[Encoded], cache: EncoderCache, set
                         raise NonFiniteLoss(f"loss is {loss_sum.item()} at step {step + 1} (epoch {epoch}, "
                                             f"micro-batch {j + 1}/{len(window)}); example ids: {ids}. Lower lr "
                                             f"(now {settings.lr}) or check these examples")
-                    (loss_sum / max(n_label, 1)).backward()
+                    (loss_sum * scale).backward()
             except TrainingError:
                 raise
             except (torch.OutOfMemoryError, RuntimeError) as exc:
@@ -252,12 +259,14 @@ def train(model: nn.Module, samples: Sequence[Encoded], cache: EncoderCache, set
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        loss = step_loss / max(n_label, 1)
+        loss_all, n_window = distributed.all_sum([step_loss, float(sum(len(b) for _, b in window))], info, device)
+        loss = loss_all / max(n_label, 1)
         losses.append(loss)
         if rank == 0:
             runs.append_jsonl(log_path, {"step": step, "loss": round(loss, 6), "lr": lr,
                                          "seconds": round(time.perf_counter() - t0, 4), "epoch": window[-1][0],
-                                         "n_examples": sum(len(b) for _, b in window), "n_answer_tokens": n_label})
+                                         "n_examples": int(n_window),
+                                         "n_answer_tokens": int(n_label), "time": round(time.time(), 3)})
         if settings.save_every_steps and step % settings.save_every_steps == 0 and step < n_total:
             save_checkpoint(ckpt_dir, model, optimizer, scheduler, step, fingerprint, config, info, sharded)
         bar.update(1)

@@ -81,10 +81,17 @@ def test_cli_reports_a_bad_config_in_one_line_without_training(tmp_path, capsys)
 
 @pytest.mark.parametrize("profile", ["smoke", "demo", "full"])
 def test_shipped_profiles_make_valid_configs(profile):
+    from paraqa_utils.finetune.launch import LaunchSettings, resolve
+    from paraqa_utils.params import stage_config
+
     block = dict(load_profile(profile)["04_finetune"])
     for k in ("conditions", "zero_shot"):  # notebook-only keys (which conditions to run)
         block.pop(k, None)
-    FinetuneConfig.from_dict(block)
+    launch_keys = {f.name for f in dataclasses.fields(LaunchSettings)}
+    cfg = FinetuneConfig.from_dict({k: v for k, v in block.items() if k not in launch_keys})
+    settings = stage_config(LaunchSettings, "04_finetune", {k: v for k, v in block.items() if k in launch_keys})
+    # every shipped profile launches on this CPU machine (full's auto is torchrun only where GPUs are visible)
+    assert resolve(settings, "cpu").launcher == "inprocess", cfg.condition
 
 
 def test_schedule_warms_up_then_decays():

@@ -97,8 +97,25 @@ def plan_packs(durations_s: Sequence[float], pack_s: float, gap_s: float) -> lis
 
 
 def transcribe_faster_whisper(model: Any, audios: Sequence[np.ndarray], language: str | None = "en",
-                              beam_size: int = 1, gap_s: float = 1.0) -> list[list[Word]]:
-    """Transcribe one pack of clips in a single call; each word goes back to the clip its midpoint falls in."""
+                              beam_size: int = 1, gap_s: float = 1.0,
+                              stats: dict[str, int] | None = None) -> list[list[Word]]:
+    """Transcribe one pack of clips in a single call; each word goes back to the clip its midpoint falls in.
+
+    A clip of a pack that got no words is transcribed again alone (measured: Whisper skipped a sentence that
+    repeated its pack neighbour's, and transcribed it alone); `stats["asr_retried_alone"]` counts these calls.
+    """
+    out = _transcribe_pack(model, audios, language, beam_size, gap_s)
+    if len(audios) > 1:
+        for k, words in enumerate(out):
+            if not words and len(audios[k]):
+                out[k] = _transcribe_pack(model, [audios[k]], language, beam_size, gap_s)[0]
+                if stats is not None:
+                    stats["asr_retried_alone"] = stats.get("asr_retried_alone", 0) + 1
+    return out
+
+
+def _transcribe_pack(model: Any, audios: Sequence[np.ndarray], language: str | None, beam_size: int,
+                     gap_s: float) -> list[list[Word]]:
     gap = np.zeros(int(gap_s * SAMPLE_RATE_HZ), dtype=np.float32)
     offsets, parts, t = [], [], 0.0
     for k, a in enumerate(audios):

@@ -170,7 +170,7 @@ def transcribe(stage: runs.Stage, clips: Sequence[dict], prep: Prepared, cfg: An
         pack_s = cfg.asr_pack_s if cfg.asr_backend == "faster-whisper" else 0.0
         packs = [[todo[i] for i in p] for p in asr.plan_packs(durs, pack_s, cfg.asr_gap_s)]
 
-        info["errors"] = {}
+        info["errors"], retried = {}, {}  # retried: pack members that got no words, transcribed again alone
 
         def work(pack: list[dict]) -> float:
             t = time.perf_counter()
@@ -178,7 +178,7 @@ def transcribe(stage: runs.Stage, clips: Sequence[dict], prep: Prepared, cfg: An
                 audios = [load_audio(c["audio_file"]) for c in pack]
                 if cfg.asr_backend == "faster-whisper":
                     out = asr.transcribe_faster_whisper(model, audios, cfg.asr_language, cfg.asr_beam_size,
-                                                        cfg.asr_gap_s)
+                                                        cfg.asr_gap_s, retried)
                 else:
                     out = [asr.transcribe_transformers(model, a, cfg.asr_language) for a in audios]
             except Exception as exc:  # recorded per clip (a rerun retries: nothing is cached)
@@ -195,6 +195,7 @@ def transcribe(stage: runs.Stage, clips: Sequence[dict], prep: Prepared, cfg: An
         info["compute_s"] = round(sum(_parallel(work, packs, n_par, "transcripts")), 3)
         info["audio_s"] = round(sum(durs), 3)
         info["n_packs"] = len(packs)
+        info["n_retried_alone"] = retried.get("asr_retried_alone", 0)
         refs = {c["clip_id"]: " ".join(s.get("text") or "" for s in c.get("segments") or []).strip() for c in ok}
         with_ref = [c for c in ok if refs[c["clip_id"]]]
         hyp = {cid: " ".join(w["w"] for w in words[cid]) for cid in refs}

@@ -177,7 +177,9 @@ class HfAudioModel:
     def __init__(self, spec: str, task: str, label_map: dict[str, str] | None = None, cpu_threads: int = 1,
                  device: str = "cpu"):
         import torch
-        from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+        from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification
+
+        from paraqa_utils.annotate import w2v2_regression
 
         p = Path(spec).expanduser()
         if spec.startswith(("/", "./", "../", "~")) and not p.exists():
@@ -186,13 +188,19 @@ class HfAudioModel:
         torch.set_num_threads(max(1, cpu_threads))
         try:
             self.extractor = AutoFeatureExtractor.from_pretrained(src)
-            self.model, info = AutoModelForAudioClassification.from_pretrained(src, output_loading_info=True)
+            if w2v2_regression.is_regression_layout(AutoConfig.from_pretrained(src)):
+                self.model, missing = w2v2_regression.load(src)  # wav2vec2 + its regression head (dimensional)
+            else:
+                self.model, info = AutoModelForAudioClassification.from_pretrained(src, output_loading_info=True)
+                missing = sorted(info.get("missing_keys") or [])
         except Exception as exc:
             raise RecogniserError(f"could not load {task} checkpoint '{spec}': {type(exc).__name__}: {exc}") from None
-        if info.get("missing_keys"):
+        if missing:
             # A head created at random would label everything, confidently and wrongly.
-            raise RecogniserError(f"checkpoint '{spec}' lacks weights for {sorted(info['missing_keys'])[:4]}...: its "
-                                  "classification head would be random; it is not an audio-classification model")
+            head = [k for k in missing if k.startswith(("classifier", "projector"))] or missing
+            raise RecogniserError(f"checkpoint '{spec}' lacks the tensors {head[:6]}{' ...' if len(head) > 6 else ''}"
+                                  f" ({len(missing)} missing in all): its head would be random; it is not an "
+                                  "audio-classification or wav2vec2 regression-head checkpoint")
         self.model.to(device).eval()
         self.spec, self.task, self.device = spec, task, device
         names = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]

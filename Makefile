@@ -9,7 +9,7 @@ KERNEL := paraqa
 SETUP_STAMP := $(VENV)/.paraqa-setup
 PYTEST_ARGS ?=
 
-.PHONY: setup system demo smoke test test-fast lab bench clean-runs help
+.PHONY: setup system demo smoke test test-fast lab bench clean-runs help annotator-env
 
 help:
 	@echo "make demo   - set up, then run the whole pipeline on the embedded default (params/demo.yaml)"
@@ -17,6 +17,7 @@ help:
 	@echo "make smoke  - set up, then run the pipeline on params/smoke.yaml (CI size)"
 	@echo "make lab    - set up, then start JupyterLab with the '$(KERNEL)' kernel"
 	@echo "make bench  - set up, then run the benchmarks in bench/"
+	@echo "make annotator-env NAME=funasr - an isolated venv (.venv-annotators/NAME) for an ext: annotator"
 
 setup: system $(SETUP_STAMP)
 
@@ -65,6 +66,14 @@ lab: setup
 
 bench: setup
 	@for b in bench/bench_*.py; do echo ">> $$b"; $(BIN)/python $$b || exit 1; done
+
+# An external annotator's own environment (01's ext: backends run it as a subprocess): requirements/annotator-NAME.txt
+annotator-env:
+	@test -n "$(NAME)" || { echo "usage: make annotator-env NAME=funasr (requirements/annotator-NAME.txt)"; exit 2; }
+	@test -f requirements/annotator-$(NAME).txt || { echo "no requirements/annotator-$(NAME).txt"; exit 2; }
+	$(PYTHON) -m venv .venv-annotators/$(NAME)
+	.venv-annotators/$(NAME)/bin/python -m pip install -q -r requirements/annotator-$(NAME).txt
+	@echo "ext:$(NAME) command: .venv-annotators/$(NAME)/bin/python paraqa_utils/annotate/ext_$(NAME).py"
 
 clean-runs:
 	rm -rf outputs/runs

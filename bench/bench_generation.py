@@ -45,11 +45,17 @@ def one_profile(profile: str, client: LLMClient, clips: list, cfg, filter_cfg, e
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--annotations", required=True, help="a run's 01_annotate/annotations.jsonl")
+    ap.add_argument("--annotations", default="", help="a run's 01_annotate/annotations.jsonl (default: the newest)")
     ap.add_argument("--profile", default="demo", help="the params profile whose 02 settings are used")
     ap.add_argument("--max-clips", type=int, default=0, help="0: the profile's max_clips")
     ap.add_argument("--profiles", default="small,large")
     args = ap.parse_args()
+    if not args.annotations:
+        found = sorted(Path("outputs/runs").glob("*/01_annotate/annotations.jsonl"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            print("bench_generation: no finished 01_annotate in outputs/runs (run `make demo` first); skipped")
+            return
+        args.annotations = str(found[-1])
     block = dict(params.resolve(args.profile).get("02_synthesize") or {})
     if args.max_clips:
         block["max_clips"] = args.max_clips

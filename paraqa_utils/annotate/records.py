@@ -11,6 +11,7 @@ from paraqa_utils.audio import resolve_audio
 from paraqa_utils.params import check_types
 from paraqa_utils.annotate import asr
 from paraqa_utils.annotate import condense
+from paraqa_utils.annotate import external
 from paraqa_utils.annotate import recognisers
 from paraqa_utils.annotate.steps import Prepared
 from paraqa_utils.text import DIMENSIONS
@@ -40,6 +41,7 @@ class AnnotateConfig:
     dimensional_backends: str
     acoustic_features: str
     label_map: str
+    external_annotators: dict  # name -> {"command": ..., "timeout_s": ..., "retries": ...} for ext:<name> backends
     consistency_filter: bool
     valence_positive_above: float
     valence_negative_below: float
@@ -61,6 +63,11 @@ class AnnotateConfig:
         for spec in [b for bs in self.backends.values() for b in bs if b.startswith("acoustic")]:
             parse_kinds(spec.split(":", 1)[1] if ":" in spec else self.acoustic_features)
         recognisers.parse_label_map(self.label_map)
+        for b in [b for bs in self.backends.values() for b in bs if b.startswith("ext:")]:
+            if b[4:] not in self.external_annotators:
+                raise ValueError(f"backend '{b}' names no entry of external_annotators (it has "
+                                 f"{sorted(self.external_annotators) or 'none'})")
+            external.command_of(b[4:], self.external_annotators[b[4:]])
         if not 0 <= self.valence_negative_below <= self.valence_positive_above <= 1:
             raise ValueError("need 0 <= valence_negative_below <= valence_positive_above <= 1")
         if self.window_s <= 0 or self.context_s < 0 or self.n_workers < 1 or not 0 <= self.occurrence_min_share <= 1:
@@ -109,6 +116,9 @@ def build_records(clips: Sequence[dict], prep: Prepared, words: dict[str, list[d
                   cfg: AnnotateConfig, asr_errors: dict[str, str] | None = None) -> tuple[list[dict], list[dict]]:
     """One annotation record per clip, condensation applied; plus the rejects (every dropped clip and window)."""
     records, rejects, asr_errors = [], [], asr_errors or {}
+    # an external annotator that failed on a clip after its retries: recorded; its windows abstained from the vote
+    rejects += [{"clip_id": cid, "level": "annotator", "start_s": None, "end_s": None, "reason": why}
+                for fails in labels.get("annotator_failures", {}).values() for cid, why in fails.items()]
     for clip in clips:
         cid = clip["clip_id"]
         p = prep.clips[cid]

@@ -16,6 +16,8 @@ from paraqa_utils import assets, runs, text
 from paraqa_utils.audio import SAMPLE_RATE_HZ, AudioError, load_audio, rms_dbfs
 from paraqa_utils.annotate import asr, features, recognisers, vad
 from paraqa_utils.annotate.cache import audio_tag, cache_key, save_npy
+from paraqa_utils.annotate import external
+from paraqa_utils.annotate.acoustic_fit import feature_matrix, needs_labels, train_recogniser
 from paraqa_utils.annotate.checkpoint import hf_predict
 from paraqa_utils.text import DIMENSIONS
 
@@ -239,7 +241,8 @@ def label_windows(stage: runs.Stage, clips: Sequence[dict], prep: Prepared, cfg:
     t0 = time.perf_counter()
     label_map = recognisers.parse_label_map(cfg.label_map)
     index, gt = ground_truth(clips, prep, label_map)
-    out: dict[str, Any] = {"index": index, "gt": gt, "recognisers": {}, "compute_s": {}}
+    out: dict[str, Any] = {"index": index, "gt": gt, "recognisers": {}, "compute_s": {}, "annotator_failures": {}}
+    needs_labels(cfg, gt)
     order = sorted(index, key=index.get)
     trained: dict[str, recognisers.AcousticRecogniser] = {}
     for task in ("emotion", "gender", "dimensional"):
@@ -253,10 +256,14 @@ def label_windows(stage: runs.Stage, clips: Sequence[dict], prep: Prepared, cfg:
                 if spec not in trained:
                     trained[spec] = train_recogniser(stage, prep, gt, order, spec, cfg.seed)
                     out["recognisers"][spec] = trained[spec].info
-                labs, confs = trained[spec].predict(task, _matrix(prep, order, spec))
+                labs, confs = trained[spec].predict(task, feature_matrix(prep, order, spec))
                 for i, lab, conf in zip(trained[spec].train_idx, *trained[spec].oof[task]):
                     labs[i], confs[i] = lab, conf  # train windows: out-of-fold predictions
                 members[b] = (labs, confs)
+            elif b.startswith("ext:"):
+                name = b.split(":", 1)[1]
+                members[b] = external.predict(stage, clips, prep, name, cfg.external_annotators[name], task, label_map,
+                                              order, out["annotator_failures"].setdefault(f"{task}:{b}", {}))
             else:
                 members[b] = hf_predict(stage, clips, prep, b.split(":", 1)[1], task, label_map, order, cfg.device)
             out["compute_s"][f"{task}:{b}"] = round(time.perf_counter() - t, 3)
@@ -271,30 +278,3 @@ def label_windows(stage: runs.Stage, clips: Sequence[dict], prep: Prepared, cfg:
                        "vad": out["dimensional"]["name"], "voice_activity": "silero-vad (embedded onnx)"}
     out["wall_s"] = round(time.perf_counter() - t0, 3)
     return out
-
-
-def _matrix(prep: Prepared, order: Sequence[tuple[str, int]], spec: str) -> np.ndarray:
-    kinds = features.parse_kinds(spec)
-    rows = [np.concatenate([prep.clips[cid]["feats"][k][j] for k in kinds]) for cid, j in order]
-    return np.vstack(rows) if rows else np.zeros((0, 1), np.float32)
-
-
-def train_recogniser(stage: runs.Stage, prep: Prepared, gt: list[dict], order: Sequence, spec: str,
-                     seed: int) -> recognisers.AcousticRecogniser:
-    """Fit on the train split (dev picks C), save next to the annotations, refuse when no labels exist."""
-    x = _matrix(prep, order, spec)
-    idx = {s: [i for i, r in enumerate(gt) if r["split"] == s] for s in ("train", "dev")}
-    if not idx["train"]:
-        raise recognisers.RecogniserError("the acoustic recogniser needs a train split; the corpus has none")
-    ys = {s: {t: [gt[i][t] for i in idx[s]] for t in ("emotion", "gender", "dimensional")} for s in idx}
-    rec = recognisers.AcousticRecogniser(spec, seed).fit(x[idx["train"]], ys["train"],
-                                                         x[idx["dev"]] if idx["dev"] else None, ys["dev"])
-    rec.train_idx = idx["train"]
-    rec.oof = rec.out_of_fold(x[idx["train"]], ys["train"], [order[i][0] for i in idx["train"]])
-    rec.info["train_predictions"] = "out-of-fold (5 folds grouped by clip)"
-    path = stage.dir / f"recogniser_{spec.replace('+', '_')}.joblib"
-    rec.save(path)
-    rec.info["file"] = path.name
-    stage.record_model(f"acoustic:{spec}", f"acoustic-recogniser-{spec}", file=path.name,
-                       n_train_windows=len(idx["train"]))
-    return rec

@@ -36,6 +36,7 @@ class AnnotateConfig:
     asr_beam_size: int
     asr_pack_s: float
     asr_gap_s: float
+    asr_align_model: str  # "" = the ASR's own word times; else a CTC checkpoint that re-times the words
     emotion_backends: str
     gender_backends: str
     dimensional_backends: str

@@ -14,7 +14,7 @@ from paraqa_utils.progress import tqdm
 
 from paraqa_utils import assets, runs, text
 from paraqa_utils.audio import SAMPLE_RATE_HZ, AudioError, load_audio, rms_dbfs
-from paraqa_utils.annotate import asr, features, recognisers, vad
+from paraqa_utils.annotate import align, asr, features, recognisers, vad
 from paraqa_utils.annotate.cache import audio_tag, cache_key, save_npy
 from paraqa_utils.annotate import external
 from paraqa_utils.annotate.acoustic_fit import feature_matrix, needs_labels, train_recogniser
@@ -198,6 +198,12 @@ def transcribe(stage: runs.Stage, clips: Sequence[dict], prep: Prepared, cfg: An
         info["audio_s"] = round(sum(durs), 3)
         info["n_packs"] = len(packs)
         info["n_retried_alone"] = retried.get("asr_retried_alone", 0)
+        if cfg.asr_align_model:  # the ASR words re-timed by CTC forced alignment (annotate.align), cached per clip
+            aligner = _cached(("ctc", cfg.asr_align_model, cfg.device), lambda: align.CtcAligner(cfg.asr_align_model, cfg.device))
+            stage.record_model("aligner", cfg.asr_align_model)
+            aligned, info["align_errors"] = align.align_clips(aligner, ok, words, stage.cache / "align" /
+                                                              cache_key(cfg.asr_align_model, cdir.name))
+            words.update(aligned)
         refs = {c["clip_id"]: " ".join(s.get("text") or "" for s in c.get("segments") or []).strip() for c in ok}
         with_ref = [c for c in ok if refs[c["clip_id"]]]
         hyp = {cid: " ".join(w["w"] for w in words[cid]) for cid in refs}

@@ -28,6 +28,12 @@ def _abs_audio(rec: dict[str, Any], run_dir: Path) -> str:
     return p if os.path.isabs(p) else os.path.join(str(run_dir), p)
 
 
+def meta(rec: dict[str, Any]) -> dict[str, Any]:
+    """What every exported row keeps, so a score can be joined back to its item: id, condition, task, clip_id."""
+    return {"id": rec.get("example_id") or rec.get("item_id"), "condition": rec.get("condition"),
+            "task": rec.get("task") or rec.get("test_set") or "", "clip_id": rec.get("clip_id")}
+
+
 def to_chat(rec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Our chat form: OpenAI-style content parts, the audio as a part with its path."""
     target = rec.get("target", rec.get("reference"))
@@ -35,7 +41,7 @@ def to_chat(rec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
                                          {"type": "text", "text": user_text(rec)}]}]
     if target is not None:
         msgs.append({"role": "assistant", "content": [{"type": "text", "text": target}]})
-    return {"id": rec.get("example_id") or rec.get("item_id"), "messages": msgs}
+    return {**meta(rec), "messages": msgs}
 
 
 def to_tagged(rec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -44,7 +50,24 @@ def to_tagged(rec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     msgs = [{"role": "user", "content": f"{AUDIO_TAG}{user_text(rec)}"}]
     if target is not None:
         msgs.append({"role": "assistant", "content": target})
-    return {"messages": msgs, "audios": [_abs_audio(rec, run_dir)]}
+    return {**meta(rec), "messages": msgs, "audios": [_abs_audio(rec, run_dir)]}
+
+
+def tag_problem(rec: dict[str, Any]) -> str | None:
+    """A literal <audio> in generated text would become a second audio slot in LLaMA-Factory and ms-swift."""
+    for field in ("explicit_block", "instruction", "question", "target", "reference"):
+        if AUDIO_TAG in str(rec.get(field) or ""):
+            return f"a literal {AUDIO_TAG} in its {field} (the trainers read it as an audio placeholder)"
+    return None
+
+
+def variants(src: Path) -> dict[str, Any]:
+    """Output name -> row transform. A test set becomes two files, `_plain` (no explicit labels: what a baseline
+    or an external model is scored on) and `_explicit`; a training file keeps its condition's own prompts."""
+    name = Path(src).stem
+    if not name.startswith("test_"):
+        return {name: lambda r: r}
+    return {f"{name}_plain": lambda r: {**r, "explicit_block": None}, f"{name}_explicit": lambda r: r}
 
 
 def _stream_write(path: Path, rows: Iterable[dict[str, Any]]) -> int:
@@ -58,36 +81,53 @@ def _stream_write(path: Path, rows: Iterable[dict[str, Any]]) -> int:
     return n
 
 
-def export_file(src: Path, out_dir: Path, run_dir: Path, formats: Iterable[str]) -> dict[str, int]:
-    """Export one training file or test set (streamed line by line) in each requested format."""
-    name, counts = Path(src).stem, {}
-    run_dir = Path(run_dir).resolve()
+def export_file(src: Path, out_dir: Path, run_dir: Path, formats: Iterable[str],
+                rejects: list[dict[str, Any]] | None = None) -> dict[str, dict[str, int]]:
+    """Export one training file or test set (streamed line by line) in each requested format; returns rows
+    written per output name and format. Rows with a literal <audio> in their text are left out and appended to
+    `rejects` with the reason."""
+    run_dir, formats = Path(run_dir).resolve(), list(formats)
     for fmt in formats:
         if fmt not in FORMATS:
             raise ExportError(f"unknown export format '{fmt}'; choose from {', '.join(FORMATS)}")
-        if fmt == "chat":
-            counts[fmt] = _stream_write(out_dir / "chat" / f"{name}.jsonl",
-                                        (to_chat(r, run_dir) for r in runs.read_jsonl(src)))
-        elif fmt in ("llamafactory", "swift"):
-            counts[fmt] = _stream_write(out_dir / fmt / f"{name}.jsonl",
-                                        (to_tagged(r, run_dir) for r in runs.read_jsonl(src)))
-        elif fmt == "hf":
-            from datasets import Dataset, Features, Value
+    bad = {}
+    for r in runs.read_jsonl(src):
+        if (why := tag_problem(r)) is not None:
+            bad[meta(r)["id"]] = {**meta(r), "file": Path(src).name, "reason": why}
+    if rejects is not None:
+        rejects += list(bad.values())
 
-            def gen() -> Iterator[dict[str, Any]]:
-                for r in runs.read_jsonl(src):
-                    yield {"id": r.get("example_id") or r.get("item_id"), "audio_path": _abs_audio(r, run_dir),
-                           "prompt": user_text(r), "target": r.get("target", r.get("reference")) or "",
-                           "task": r.get("task") or r.get("test_set") or "", "clip_id": r["clip_id"]}
-            import tempfile
-            with tempfile.TemporaryDirectory() as cache:  # arrow scratch files stay out of the artifacts
-                # explicit features: an empty test set (no test-split QA) still exports, with its schema
-                feats = Features({k: Value("string") for k in ("id", "audio_path", "prompt", "target", "task", "clip_id")})
-                ds = (Dataset.from_generator(gen, features=feats, cache_dir=cache) if Path(src).stat().st_size
-                      else Dataset.from_dict({k: [] for k in feats}, features=feats))
-                ds.save_to_disk(str(out_dir / "hf" / name))
-                counts[fmt] = len(ds)
+    def rows(fn: Any) -> Iterator[dict[str, Any]]:
+        return (fn(r) for r in runs.read_jsonl(src) if meta(r)["id"] not in bad)
+
+    counts: dict[str, dict[str, int]] = {}
+    for name, fn in variants(src).items():
+        counts[name] = {}
+        for fmt in formats:
+            if fmt == "chat":
+                counts[name][fmt] = _stream_write(out_dir / "chat" / f"{name}.jsonl",
+                                                  (to_chat(r, run_dir) for r in rows(fn)))
+            elif fmt in ("llamafactory", "swift"):
+                counts[name][fmt] = _stream_write(out_dir / fmt / f"{name}.jsonl",
+                                                  (to_tagged(r, run_dir) for r in rows(fn)))
+            else:
+                counts[name][fmt] = _write_hf(out_dir / "hf" / name, [
+                    {**meta(r), "audio_path": _abs_audio(r, run_dir), "prompt": user_text(r),
+                     "target": r.get("target", r.get("reference")) or ""} for r in rows(fn)])
     return counts
+
+
+def _write_hf(path: Path, records: list[dict[str, Any]]) -> int:
+    from datasets import Dataset, Features, Value
+
+    # explicit features: an empty test set (no test-split QA) still exports, with its schema; from_list keeps the
+    # table in memory, so no arrow scratch files land among the artifacts
+    feats = Features({k: Value("string") for k in ("id", "condition", "task", "clip_id", "audio_path", "prompt",
+                                                   "target")})
+    ds = Dataset.from_list(records, features=feats) if records else Dataset.from_dict({k: [] for k in feats},
+                                                                                    features=feats)
+    ds.save_to_disk(str(path))
+    return len(ds)
 
 
 def write_llamafactory_info(out_dir: Path, names: Iterable[str]) -> Path:

@@ -70,11 +70,12 @@ def check_leakage(stage: runs.Stage, cfg: MergeConfig, train_paths: dict[str, Pa
 
 def write_exports(stage: runs.Stage, train_paths: dict[str, Path], test_paths: dict[str, Path],
                   formats: Iterable[str]) -> dict[str, dict[str, int]]:
-    """Every training file and test set under exports/ in each format (+ LLaMA-Factory's dataset_info.json);
-    returns rows written per file and format."""
-    formats = list(formats)
-    counts = {p.stem: exports.export_file(p, stage.dir / "exports", stage.run_dir, formats)
-              for p in [*train_paths.values(), *test_paths.values()]}
+    """Every training file and test set under exports/ in each format (+ LLaMA-Factory's dataset_info.json); test
+    sets as `_plain` and `_explicit` files; returns rows written per output name and format."""
+    formats, counts, rejects = list(formats), {}, []
+    for p in [*train_paths.values(), *test_paths.values()]:
+        counts.update(exports.export_file(p, stage.dir / "exports", stage.run_dir, formats, rejects))
+    runs.write_jsonl(stage.dir / "exports" / "rejects.jsonl", rejects)  # rows left out, with the reason
     if "llamafactory" in formats:
         exports.write_llamafactory_info(stage.dir / "exports", counts)
     return counts

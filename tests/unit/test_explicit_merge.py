@@ -166,8 +166,9 @@ def test_exports_and_human_qa(run, tmp_path):
                             "instruction": "Transcribe the audio.", "explicit_block": "Detected voice cues:\n[0-1 s] sad",
                             "target": "hello", "task": "asr"}])
     counts = exports.export_file(src, tmp_path / "exp", run, exports.FORMATS)
-    assert counts == {"chat": 1, "llamafactory": 1, "swift": 1, "hf": 1}
+    assert counts == {"train_x": {"chat": 1, "llamafactory": 1, "swift": 1, "hf": 1}}
     tagged = json.loads((tmp_path / "exp/swift/train_x.jsonl").read_text())
+    assert (tagged["id"], tagged["task"], tagged["clip_id"]) == ("e1", "asr", "c00")
     assert tagged["messages"][0]["content"].startswith("<audio>Detected voice cues")
     assert tagged["audios"][0].endswith("00_corpus/audio/c00.wav") and tagged["messages"][1]["content"] == "hello"
     from datasets import Dataset, load_from_disk
@@ -178,7 +179,8 @@ def test_exports_and_human_qa(run, tmp_path):
     items = exports.load_human_qa(tmp_path / "human", audio_root=tmp_path)
     assert items[0]["audio_path"] == str(tmp_path / "a.wav") and items[0]["reference"] == "Because."
     (tmp_path / "test_empty.jsonl").write_text("")  # e.g. no test-split QA from the generator
-    assert exports.export_file(tmp_path / "test_empty.jsonl", tmp_path / "exp", run, exports.FORMATS)["hf"] == 0
+    empty = exports.export_file(tmp_path / "test_empty.jsonl", tmp_path / "exp", run, exports.FORMATS)
+    assert empty["test_empty_plain"]["hf"] == empty["test_empty_explicit"]["hf"] == 0
     runs.write_jsonl(tmp_path / "h.jsonl", [{"audio_path": "/x/b.wav", "question": "Q?"}])
     with pytest.raises(exports.ExportError, match="missing answer"):
         exports.load_human_qa(tmp_path / "h.jsonl")
@@ -221,9 +223,14 @@ def test_stage_steps_write_test_sets_gate_leaks_and_export(run, tmp_path):
                                        ["chat", "llamafactory"])
     n_implicit = sum(counts["implicit"].values())
     assert got == {"train_implicit": {"chat": n_implicit, "llamafactory": n_implicit},
-                   "test_gender": {"chat": 4, "llamafactory": 4}}
+                   "test_gender_plain": {"chat": 4, "llamafactory": 4}, "test_gender_explicit": {"chat": 4, "llamafactory": 4}}
     info = json.loads((st.dir / "exports/llamafactory/dataset_info.json").read_text())
-    assert set(info) == {"train_implicit", "test_gender"}
+    assert set(info) == {"train_implicit", "test_gender_plain", "test_gender_explicit"}
+    plain = [json.loads(x) for x in open(st.dir / "exports/llamafactory/test_gender_plain.jsonl")]
+    labelled = [json.loads(x) for x in open(st.dir / "exports/llamafactory/test_gender_explicit.jsonl")]
+    assert not any("Detected voice cues" in r["messages"][0]["content"] for r in plain)  # no labels leak
+    assert all("Detected voice cues" in r["messages"][0]["content"] for r in labelled)
+    assert [r["id"] for r in plain] == [it["item_id"] for it in tests["gender"]] and all(r["clip_id"] for r in plain)
     assert sum(1 for _ in open(st.dir / "exports/chat/train_implicit.jsonl")) == n_implicit
     explicit_merge.write_exports(st, {}, {"gender": test_paths["gender"]}, ["chat"])
     assert set(json.loads((st.dir / "exports/llamafactory/dataset_info.json").read_text())) == set(info)  # untouched
@@ -275,3 +282,17 @@ def test_asr_test_set_uses_ground_truth_text_skips_clips_without_and_passes_the_
     assert explicit_merge.check_leakage(st, cfg, paths, tests, clips, anns, bins)["ok"]
     again, _, _, _ = explicit_merge.write_test_sets(st, cfg, clips, anns, qa_by_clip, bins)
     assert again["asr"] == tests["asr"]  # seeded: the same instruction per clip on a rerun
+
+
+def test_a_literal_audio_tag_in_generated_text_is_left_out_with_its_reason(run, tmp_path):
+    src = tmp_path / "test_x.jsonl"
+    ok = {"item_id": "x:1", "test_set": "x", "clip_id": "c00", "audio_path": "a.wav", "question": "Why?",
+          "reference": "Tired.", "explicit_block": "Detected voice cues:\n[0-1 s] sad"}
+    runs.write_jsonl(src, [ok, {**ok, "item_id": "x:2", "question": "What does <audio> say?"}])
+    rejects: list = []
+    counts = exports.export_file(src, tmp_path / "exp", run, ["swift", "hf"], rejects)
+    assert counts == {"test_x_plain": {"swift": 1, "hf": 1}, "test_x_explicit": {"swift": 1, "hf": 1}}
+    assert [(r["id"], r["clip_id"]) for r in rejects] == [("x:2", "c00")] and "<audio> in its question" in rejects[0]["reason"]
+    from datasets import load_from_disk
+    row = load_from_disk(str(tmp_path / "exp/hf/test_x_plain"))[0]
+    assert (row["id"], row["task"], row["prompt"]) == ("x:1", "x", "Why?")

@@ -21,7 +21,7 @@ def main() -> None:
     args = ap.parse_args()
     embed = text.minilm_embedder("")
     embed(["warm up"])
-    items = (graded.load_graded(graded.GRADED_FILE) + graded.load_graded(graded.HELDOUT_FILE)) * args.repeat
+    items = [it for p in (*graded.DEV_FILES, graded.HELDOUT_FILE) for it in graded.load_graded(p)] * args.repeat
     t0 = time.perf_counter()
     embed([it["answer"] or "" for it in items if (it["answer"] or "").strip()])
     embed([it["reference"] for it in items if (it["answer"] or "").strip()])
@@ -29,7 +29,7 @@ def main() -> None:
     t0 = time.perf_counter()
     offline.FacetScorer(embed).score(items)
     spent = time.perf_counter() - t0
-    print(f"offline/facets_v1: {len(items)} items in {spent:.2f} s = {len(items) / spent:.1f} items/s; "
+    print(f"{offline.NAME}: {len(items)} items in {spent:.2f} s = {len(items) / spent:.1f} items/s; "
           f"embedding alone {len(items) / limit:.1f} items/s; share of that limit {limit / spent:.2f}")
 
 

@@ -1,12 +1,14 @@
-"""Our hand-graded set (judge/graded/graded_v1.jsonl) and how well a scorer's grades track it (Spearman)."""
+"""Our hand-graded sets (judge/graded/) and how well a scorer's grades track them (Spearman)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any, Sequence
 
-GRADED_FILE = Path(__file__).parent / "graded" / "graded_v1.jsonl"  # the set the offline scorer was developed on
-HELDOUT_FILE = Path(__file__).parent / "graded" / "heldout_v1.jsonl"  # written apart from it: the validation
+_DIR = Path(__file__).parent / "graded"
+GRADED_FILE = _DIR / "graded_v1.jsonl"  # the set the offline scorer was first developed on
+DEV_FILES = (GRADED_FILE, _DIR / "heldout_v1.jsonl")  # facets_v2 was revised looking at both: its dev sets
+HELDOUT_FILE = _DIR / "heldout_v2.jsonl"  # written blind by the same rubric, scored once after the revision
 FIELDS = {"id": str, "question_type": str, "question": str, "reference": str, "answer": str, "grade": int}
 MIN_SPEARMAN = 0.8  # a judge passes the graded-set check at or above this rank correlation
 

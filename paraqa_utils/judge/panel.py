@@ -117,8 +117,8 @@ def graded_agreement(embed: Embed) -> dict[str, Any]:
     it was developed on and on the held-out one (the one validity's graded_set check reads)."""
     scorer = offline.FacetScorer(embed)
     out = {}
-    for part, path in (("dev", graded.GRADED_FILE), ("heldout", graded.HELDOUT_FILE)):
-        items = graded.load_graded(path)
+    for part, paths in (("dev", graded.DEV_FILES), ("heldout", (graded.HELDOUT_FILE,))):
+        items = [it for path in paths for it in graded.load_graded(path)]
         out[part] = graded.agreement([it["grade"] for it in items], [f.grade for f in scorer.score(items)])
     return {offline.NAME: out}
 

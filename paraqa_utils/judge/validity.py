@@ -8,7 +8,7 @@ from typing import Any
 
 MAX_PARSE_FAIL_RATE = 0.2  # share of a judge's replies without a usable rating
 MIN_SHARE_SWAPPED_LOWER = 0.5
-MIN_GRADED_SPEARMAN = 0.8  # rank correlation with our hand grades (judge/graded/heldout_v1.jsonl)  # share of reference-swap pairs the swapped reference must score lower on
+MIN_GRADED_SPEARMAN = 0.8  # rank correlation with our hand grades (judge/graded/heldout_v2.jsonl)  # share of reference-swap pairs the swapped reference must score lower on
 DEFINITION = (
     "A judge passes when (1) answers paired with another item's reference (reference-swap probes) score lower on "
     "average than with their own reference, and lower in at least "

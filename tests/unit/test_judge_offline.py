@@ -31,19 +31,31 @@ def test_facets_decide_the_grade(scorer):
 
 
 def test_the_scorer_tracks_our_graded_sets(scorer):
-    """Dev set (the scorer was developed on it): the issue's bar, Spearman >= 0.8. Held-out set (written apart,
-    scored once): measured 0.79, under the bar, but far above MiniLM similarity alone (0.50)."""
+    """The issue's bar, Spearman >= 0.8, on each dev set (facets_v2 was revised looking at both) and on the
+    held-out set heldout_v2 (written blind by the same rubric, scored once after the revision: measured 0.82);
+    in every set far above MiniLM similarity alone."""
     from scipy import stats as sps
 
-    for path, bar in ((graded.GRADED_FILE, graded.MIN_SPEARMAN), (graded.HELDOUT_FILE, 0.7)):
+    for path in (*graded.DEV_FILES, graded.HELDOUT_FILE):
         items = graded.load_graded(path)
         assert len(items) >= 60 and {it["question_type"] for it in items} == {"C", "CE", "CG"}
         found = scorer.score(items)
         grades = [it["grade"] for it in items]
         result = graded.agreement(grades, [f.grade for f in found])
         similarity_alone = sps.spearmanr(grades, [f.similarity for f in found]).statistic
-        assert result["n"] == len(items) and result["spearman"] >= bar, (path.name, result)
+        assert result["n"] == len(items) and result["spearman"] >= graded.MIN_SPEARMAN, (path.name, result)
         assert result["spearman"] >= similarity_alone + 0.2, (path.name, result, similarity_alone)
+
+
+def test_changed_facts_and_opposites_are_caught():
+    from paraqa_utils.judge.offline import slot_conflict
+
+    ref = "The bakery on the corner now closes at six instead of eight."
+    assert slot_conflict(ref, "The bakery now closes at eight instead of six.")  # the values swapped
+    assert slot_conflict(ref, "The bakery now opens at six.")  # the opposite verb
+    assert slot_conflict("It costs forty pounds, due by Friday.", "It costs fourteen pounds, due by Monday.")
+    assert not slot_conflict("It leaves at a quarter past seven from platform four.", "7:15, platform 4.")
+    assert not slot_conflict(ref, "The corner bakery shuts at 6 now rather than 8.")
 
 
 def test_a_bad_graded_line_is_refused_naming_it(tmp_path):

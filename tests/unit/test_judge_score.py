@@ -50,7 +50,7 @@ def test_offline_judge_ranks_right_over_wrong_and_refuses_what_it_cannot_score(t
     rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert set(rows) == {"q1", "q2", "q7"} and s["n_scored"] == 3 and s["parse_rate"] == 1.0
     assert rows["q1"]["score"] > rows["q2"]["score"] and rows["q7"]["score"] == 0
-    assert rows["q1"]["judge"] == "offline/facets_v1" and rows["q1"]["item_sha256"]
+    assert rows["q1"]["judge"] == "offline/facets_v2" and rows["q1"]["item_sha256"]
     rejects = {r["where"].rsplit(":", 1)[1]: r for r in map(json.loads, (tmp_path / "scores.rejects.jsonl").open())}
     assert set(rejects) == {"3", "4", "5", "6", "7", "9", "10"} and s["n_rejected"] == 7
     assert rejects["3"]["id"] == "q3" and "no reference" in rejects["3"]["reason"]

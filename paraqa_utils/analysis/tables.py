@@ -54,10 +54,14 @@ def stage_summary(stage: runs.Stage) -> pd.DataFrame:
 
 
 def item_scores(judgments: pd.DataFrame) -> pd.DataFrame:
-    """One 0-100 score per (judge, condition, item): runs averaged, probes and parse failures left out."""
+    """One 0-100 score per (judge, condition, item): runs averaged, probes and parse failures left out (but for a
+    parity profile that scores an unparsed reply 0)."""
     if judgments.empty:
         return pd.DataFrame(columns=["judge", "condition", "test_set", "question_type", "item_id", "score"])
-    j = judgments[judgments["probe"].isna() & judgments["parse_ok"]] if "probe" in judgments else judgments
+    # a reply a parity profile scores 0 (unparsed_policy "zero") stays in, as that profile's own rule says
+    scored = judgments["parse_ok"] | ((judgments["unparsed_policy"] == "zero") & judgments["score_100"].notna()) \
+        if "unparsed_policy" in judgments else judgments["parse_ok"]
+    j = judgments[judgments["probe"].isna() & scored] if "probe" in judgments else judgments
     return j.groupby(["judge", "condition", "test_set", "question_type", "item_id"], dropna=False)["score_100"] \
         .mean().rename("score").reset_index()
 

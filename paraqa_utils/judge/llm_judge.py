@@ -9,7 +9,11 @@ from typing import Any, Iterable
 from paraqa_utils import prompts, runs
 from paraqa_utils.llm import LLMClient, LLMRequest
 
-RUBRICS = {"rubric_v1": 5, "rubric_para_v1": 5, "binary_v1": 1}  # name -> top rating
+RUBRICS = {"rubric_v1": 5, "rubric_para_v1": 5, "binary_v1": 1, "audiobench_v1": 5}  # name -> top rating
+# AudioBench-parity profile: a free-text reply ending in "Rating: N" (no JSON schema), and a reply without one is
+# scored 0 and counted, as AudioBench scores it; our own rubrics ask for JSON and leave an unparsed reply unscored
+FREE_TEXT_ZERO = {"audiobench_v1"}
+NO_RATING = "no 'Rating: N' in the reply"
 SCALE_TO_100 = {5: 20.0, 1: 100.0}  # the paper reports mean x 20 (0-5) and x 100 (0/1)
 LAST_RATING = re.compile(r"(?:rating|score)\W{0,3}(\d+)", re.IGNORECASE)
 LAST_INT = re.compile(r"(?<![\d.])(\d+)(?![\d.])")
@@ -82,7 +86,8 @@ def requests_for(cfg: JudgeConfig, items: Iterable[dict[str, Any]]) -> list[LLMR
         for run in range(cfg.n_runs):
             out.append(LLMRequest(messages=[{"role": "user", "content": content}], temperature=cfg.temperature,
                                   max_tokens=cfg.max_tokens, seed=run if cfg.n_runs > 1 else None,
-                                  json_schema=schema(cfg.top), schema_name="judgment",
+                                  json_schema=None if cfg.rubric in FREE_TEXT_ZERO else schema(cfg.top),
+                                  schema_name="judgment",
                                   tag={"item": it, "run": run}))
     return out
 
@@ -98,7 +103,13 @@ def judge_items(cfg: JudgeConfig, items: list[dict[str, Any]]) -> list[dict[str,
     rows = []
     for res in results:
         it, run = res.tag["item"], res.tag["run"]
-        score, why = parse_rating(res.text, res.data, cfg.top) if (res.ok or res.text) else (None, res.error_kind)
+        if cfg.rubric in FREE_TEXT_ZERO and (res.ok or res.text):
+            found = LAST_RATING.findall(res.text or "")
+            score, why = (int(found[-1]), "") if found and int(found[-1]) <= cfg.top else (None, NO_RATING)
+        elif cfg.rubric in FREE_TEXT_ZERO:
+            score, why = None, res.error_kind  # no reply at all (endpoint error): not a judgment, never a 0
+        else:
+            score, why = parse_rating(res.text, res.data, cfg.top) if (res.ok or res.text) else (None, res.error_kind)
         rows.append(_row(cfg, it, run, sha, score, why, res.text, (res.data or {}).get("explanation", "")
                          if isinstance(res.data, dict) else "", res.model or cfg.client.model))
     for it in items:
@@ -110,12 +121,15 @@ def judge_items(cfg: JudgeConfig, items: list[dict[str, Any]]) -> list[dict[str,
 
 def _row(cfg: JudgeConfig, it: dict, run: int, sha: str, score: int | None, why: str, raw: str, expl: str,
          model: str) -> dict[str, Any]:
+    zero = cfg.rubric in FREE_TEXT_ZERO and why == NO_RATING  # a reply without a rating: 0, as AudioBench
     return {"item_id": it["item_id"], "condition": it["condition"], "test_set": it["test_set"],
             "question_type": it.get("question_type"), "judge": cfg.name, "rubric": cfg.rubric,
             "judge_model": model, "prompt_sha256": sha, "sampling": {"temperature": cfg.temperature,
                                                                      "max_tokens": cfg.max_tokens},
-            "run": run, "score": score, "score_100": None if score is None else score * SCALE_TO_100[cfg.top],
-            "parse_ok": score is not None, "parse_note": why, "explanation": expl, "raw": raw,
+            "run": run, "score": 0 if zero else score,
+            "score_100": 0.0 if zero else (None if score is None else score * SCALE_TO_100[cfg.top]),
+            "parse_ok": score is not None, "parse_note": why + ("; scored 0 (AudioBench parity)" if zero else ""),
+            "unparsed_policy": "zero" if cfg.rubric in FREE_TEXT_ZERO else "unscored", "explanation": expl, "raw": raw,
             "answer_chars": len(it.get("answer") or ""), "probe": it.get("probe")}
 
 

@@ -247,7 +247,7 @@ def summarise(rows: list[dict[str, Any]], top: int) -> dict[str, Any]:
     per_item: dict[Any, list[float]] = {}
     for r in rows:
         per_item.setdefault(r["id"], [])
-        if r["parse_ok"]:
+        if r["parse_ok"] or (r.get("unparsed_policy") == "zero" and r.get("score") is not None):  # a parity profile's unparsed reply counts as 0
             per_item[r["id"]].append(r["score"])
     means = [sum(v) / len(v) for v in per_item.values() if v]
     mean = sum(means) / len(means) if means else None

@@ -61,7 +61,8 @@ def test_parse_rating(text, data, top, expect):
 def test_rubric_files_fill_without_breaking_braces():
     for name in lj.RUBRICS:
         filled = lj.fill(lj.rubric_text(name), "Q?", "R.", "")
-        assert "Q?" in filled and "R." in filled and "(no answer)" in filled and '"rating"' in filled
+        asks = "Rating: N" if name in lj.FREE_TEXT_ZERO else '"rating"'  # free text (parity) or JSON
+        assert "Q?" in filled and "R." in filled and "(no answer)" in filled and asks in filled
     with pytest.raises(ValueError, match="unknown rubric"):
         lj.rubric_text("rubric_v9")
 
@@ -297,3 +298,34 @@ def test_judged_subset_caps_each_set_with_the_same_items_for_every_condition():
     assert sum(i.startswith("emotion:") for i in ids["baseline"]) == 3
     assert judged_subset(items, -1) == items and judged_subset(items, 0) == []
     assert judged_subset(items, 3, seed=0) == sub  # the seed fixes the draw
+
+
+def parity_grader(body):
+    """AudioBench-style replies: free text ending in 'Rating: N'; some without a rating."""
+    text = body["messages"][0]["content"]
+    ref = text.split("[Reference Answer]\n")[1].split("\n")[0]
+    ans = text.split("[Model Answer]\n")[1].split("\n")[0]
+    assert "response_format" not in body or body["response_format"].get("type") != "json_schema"
+    if "NO-RATING" in ans:
+        return "It is hard to say."
+    return f"The answer {'matches' if ans == ref else 'differs from'} the reference.\nRating: {5 if ans == ref else 1}"
+
+
+def test_audiobench_parity_profile_scores_unparsed_replies_zero_and_counts_them(tmp_path):
+    its = items(4)
+    its[1]["answer"] = "NO-RATING"
+    its.append({**its[0], "item_id": "noref", "reference": ""})
+    with FakeLLMServer(parity_grader) as srv:
+        cfg = lj.JudgeConfig("fake/audiobench_v1", "audiobench_v1", client(srv.base_url, tmp_path), temperature=0.0)
+        rows = {r["item_id"]: r for r in lj.judge_items(cfg, its)}
+    assert rows["i0"]["score"] == 5 and rows["i0"]["score_100"] == 100.0 and rows["i3"]["score_100"] == 20.0
+    bad = rows["i1"]
+    assert (bad["score"], bad["score_100"], bad["parse_ok"]) == (0, 0.0, False) and "scored 0" in bad["parse_note"]
+    assert rows["noref"]["score"] is None and rows["noref"]["score_100"] is None  # not sent: never a 0
+    assert {r["unparsed_policy"] for r in rows.values()} == {"zero"} and rows["i0"]["sampling"]["temperature"] == 0.0
+    table = lj.scores_table(list(rows.values()))
+    assert abs(table.loc[0, "parse_fail_rate"] - 2 / 5) < 1e-9  # the unparsed reply and the missing reference
+    from paraqa_utils.analysis.tables import item_scores
+
+    kept = item_scores(pd.DataFrame([{**r, "probe": None} for r in rows.values()]))
+    assert sorted(kept["score"]) == [0.0, 20.0, 100.0, 100.0]  # the 0 counts; the unsent item does not

@@ -44,6 +44,17 @@ def type_shares(systems: Mapping[str, tuple[float, Mapping[str, float]]]) -> dic
     return dict(zip(keys, (float(x) for x in shares)))
 
 
+def bootstrap_mean_ci(values: Sequence[float], n_resamples: int = 2000, seed: int = 0,
+                      alpha: float = 0.05) -> tuple[float | None, float | None]:
+    """95 % bootstrap CI of a mean over items; (None, None) below two items."""
+    v = np.asarray(values, float)
+    if len(v) < 2:
+        return None, None
+    means = v[np.random.default_rng(seed).integers(0, len(v), size=(n_resamples, len(v)))].mean(axis=1)
+    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
 def paired_bootstrap(base: Sequence[float], other: Sequence[float], n_resamples: int = 2000,
                      seed: int = 0, alpha: float = 0.05) -> dict[str, float | int | None]:
     """95 % CI of the relative improvement of `other` over `base`, resampling test items (paired).

@@ -65,6 +65,14 @@ class _Target:
         return True
 
 
+def text_chars(content: Any) -> int:
+    """Characters of a message's text for the token estimate: content parts other than text (base64 audio in an
+    `input_audio` part) are not prompt tokens of the kind a tokens-per-minute limit counts."""
+    if isinstance(content, list):
+        return sum(len(str(p.get("text", ""))) for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return len(str(content))
+
+
 class LLMClient:
     """OpenAI-compatible chat for every stage; `complete` (sync) and `complete_many` (async) keep request order.
 
@@ -193,7 +201,7 @@ class LLMClient:
             target = self._targets[self._next % len(self._targets)]
             self._next += 1
             body = {"model": model, "messages": messages, **req.sampling(), "_estimate": req.max_tokens + sum(
-                len(str(m.get("content", ""))) for m in messages) / 4}
+                text_chars(m.get("content", "")) for m in messages) / 4}
             if (fmt := target.response_format_for(req)) is not None:
                 body["response_format"] = fmt
             res.attempts += 1

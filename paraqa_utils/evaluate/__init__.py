@@ -1,0 +1,1 @@
+"""`python -m paraqa_utils.evaluate`: any Speech-LLM on any CPQA test set, answered, judged and tabulated."""

@@ -1,14 +1,16 @@
 """`python -m paraqa_utils.evaluate`: answer, judge and tabulate any Speech-LLM on any CPQA test set.
 
     python -m paraqa_utils.evaluate --test-set run:RUN | FILE.jsonl | FILE.csv | hf:DATASET[@split] [...]
-        --model NAME=openai:<model>@<base_url>[#options] [...] --judge offline|embedded|openai
+        --model NAME=openai:<model>@<base_url>[#options] | NAME=paraqa:<04_finetune/condition folder> [...]
+        --judge offline|embedded|openai
         [--judge-base-url URL --judge-model M --rubric R] [--map FIELD=COLUMN,...] --out DIR
 
 Writes DIR/predictions.jsonl (one row per model and item, its audio policy, errors recorded), DIR/judgments/,
 DIR/rejects.jsonl (items refused by the loader, with the reason), DIR/results.csv (model x test set x question
 type: judge score 0-100 with a bootstrap 95 % CI, parse rate, counts), DIR/fig_results.png and DIR/EVAL.md.
 A rerun with the same DIR repeats no finished call (answers and judgments are cached).
-Models so far: OpenAI-compatible audio chat endpoints (see paraqa_utils/evaluate/endpoint.py).
+Models: OpenAI-compatible audio chat endpoints (paraqa_utils/evaluate/endpoint.py) and ParaQA-trained condition
+folders (condition_model.py). An external model never gets 03's explicit labels unless `explicit=true` is asked.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
+    from paraqa_utils.evaluate.condition_model import ConditionModelError
     from paraqa_utils.evaluate.endpoint import ModelSpecError
     from paraqa_utils.evaluate.testsets import TestSetError
     from paraqa_utils.judge.score import ScoreError
@@ -40,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = evaluate(args.test_sets, args.models, Path(args.out), judge=args.judge, mapping=args.map,
                            judge_base_url=args.judge_base_url, judge_model=args.judge_model,
                            judge_api_key_env=args.judge_api_key_env, rubric=args.rubric, concurrency=args.concurrency)
-    except (TestSetError, ModelSpecError, ScoreError) as exc:
+    except (TestSetError, ModelSpecError, ConditionModelError, ScoreError) as exc:
         print(f"paraqa_utils.evaluate: {exc}", file=sys.stderr)
         return 2
     print(summary["table"])

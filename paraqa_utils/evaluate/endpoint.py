@@ -82,7 +82,7 @@ def prompt_text(item: dict[str, Any], explicit: bool) -> str:
     return f"{block}\n{item['question']}" if block else item["question"]
 
 
-def answer(m: EndpointModel, items: Sequence[dict[str, Any]], cache_dir: Path, concurrency: int = 8,
+def answer(m: EndpointModel, items: Sequence[dict[str, Any]], cache_dir: Path | None, concurrency: int = 8,
            timeout_s: float = 120.0) -> list[dict[str, Any]]:
     """One prediction row per item: {id, model, test_set, question_type, answer, audio_policy, explicit, error}.
     A clip that cannot be read, or an endpoint error, is the item's `error` (recorded, never dropped)."""

@@ -134,7 +134,10 @@ def load(spec: str, cache: Path, override: dict[str, str] | None = None,
     override = override or {}
     if spec.startswith("run:"):
         run_id, _, sets = spec[4:].partition(":")
-        run = runs.find_run(run_id)
+        try:  # a run id under outputs/runs, or any folder holding a finished 03_explicit_merge
+            run = Path(run_id) if (Path(run_id) / "03_explicit_merge").is_dir() else runs.find_run(run_id)
+        except FileNotFoundError as exc:
+            raise TestSetError(f"--test-set {spec}: {exc}") from None
         names = [s for s in sets.split(",") if s] or [s for s in OPEN_SETS
                                                        if (run / "03_explicit_merge" / f"test_{s}.jsonl").exists()]
         out = {}

@@ -89,21 +89,22 @@ def plot_loss_curves(curves: pd.DataFrame, path: Path) -> Any:
     return fig
 
 
-def merge_predictions(stage: runs.Stage, configs: dict[str, FinetuneConfig]) -> pd.DataFrame:
-    """All conditions' answers in one predictions.jsonl (what 05_judge reads), zero_shot first."""
-    preds = [r for c in configs if (stage.dir / c / "predictions.jsonl").exists()
+def merge_predictions(stage: runs.Stage, configs: dict[str, FinetuneConfig], extra: Any = ()) -> pd.DataFrame:
+    """All conditions' answers in one predictions.jsonl (what 05_judge reads), zero_shot first, then the
+    external models named in `extra`."""
+    preds = [r for c in [*configs, *extra] if (stage.dir / c / "predictions.jsonl").exists()
              for r in runs.read_jsonl(stage.dir / c / "predictions.jsonl")]
     runs.write_jsonl(stage.dir / "predictions.jsonl", preds)
     return pd.DataFrame(preds)
 
 
 def finish(stage: runs.Stage, configs: dict[str, FinetuneConfig], summaries: dict[str, dict[str, Any]],
-           launch: Launch | None = None) -> pd.DataFrame:
+           launch: Launch | None = None, external: dict[str, Any] | None = None) -> pd.DataFrame:
     """Write metrics.json (per-condition figures) and mark the stage done; returns the per-condition table."""
     if not configs:
         raise ConfigError("no condition was planned (conditions empty and zero_shot false): nothing to do")
     if not (stage.dir / "predictions.jsonl").exists():
-        merge_predictions(stage, configs)
+        merge_predictions(stage, configs, external or {})
     preds = list(runs.read_jsonl(stage.dir / "predictions.jsonl"))
     finished = [s for s in summaries.values() if "failed" not in s]
     if not finished:
@@ -118,7 +119,8 @@ def finish(stage: runs.Stage, configs: dict[str, FinetuneConfig], summaries: dic
         predictions_per_condition=counts, zero_shot=ZERO_SHOT in configs,
         test_sets=sorted({p["test_set"] for p in preds}), train_mode=first["train_mode"],
         device=first["device"], dtype=first["dtype"], whisper_model=first["whisper_model"],
-        llm_model=first["llm_model"], launch=(launch or Launch("inprocess")).describe(), config={k: v for k, v in first["config"].items()
+        llm_model=first["llm_model"], launch=(launch or Launch("inprocess")).describe(),
+        external_models=external or {}, config={k: v for k, v in first["config"].items()
                                               if k not in ("condition", "train_file", "explicit", "test_files")})
     stage.finish()
     return pd.DataFrame(per_cond).T

@@ -161,10 +161,13 @@ def load_items(stage: runs.Stage, max_items_per_set: int = -1, seed: int = 0) ->
         items.append({"item_id": p["item_id"], "condition": p["condition"], "test_set": t["test_set"],
                       "question_type": t.get("question_type"), "question": t["question"],
                       "reference": t.get("reference") or "", "label": t.get("label"), "answer": p.get("answer") or ""})
-    known = set(conds) | {"zero_shot"}
+    # 04's external_models (models not trained by the run) are declared in its metrics, and judged like the rest
+    m04 = stage.run_dir / "04_finetune" / "metrics.json"
+    known = set(conds) | {"zero_shot"} | set((runs.read_json(m04) if m04.exists() else {}).get("external_models", {}))
     stray = sorted({it["condition"] for it in items} - known)
     if stray:
-        raise ValueError(f"predictions for conditions not built by 03_explicit_merge: {stray}")
+        raise ValueError(f"predictions for conditions not built by 03_explicit_merge nor declared as 04's "
+                         f"external_models: {stray}")
     return judged_subset(items, max_items_per_set, seed)
 
 

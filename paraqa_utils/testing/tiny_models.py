@@ -86,3 +86,29 @@ def save_tiny_models(root: Path, seed: int = 0) -> tuple[Path, Path]:
         tiny_llm(len(tok), seed).save_pretrained(llm_dir)
         tok.save_pretrained(llm_dir)
     return whisper_dir, llm_dir
+
+
+def save_tiny_qwen2_audio(root: Path, seed: int = 0) -> Path:
+    """A 1-layer Qwen2-Audio (audio encoder with 128 mel bins and the real 30 s window, a 1-layer Qwen2) with its
+    processor, saved as a checkpoint folder: the transformers audio-LLM path of `paraqa_utils.evaluate`."""
+    import copy
+
+    from transformers import (Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor,
+                              WhisperFeatureExtractor)
+
+    out = Path(root) / f"tiny-qwen2-audio-seed{seed}"
+    if (out / "config.json").exists():
+        return out
+    tok = copy.deepcopy(tiny_tokenizer())
+    tok.add_special_tokens({"additional_special_tokens": ["<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]})
+    cfg = Qwen2AudioConfig(
+        audio_config=dict(model_type="qwen2_audio_encoder", num_mel_bins=128, d_model=32, encoder_layers=1,
+                          encoder_attention_heads=2, encoder_ffn_dim=64, max_source_positions=1500),
+        text_config=dict(model_type="qwen2", vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                         max_position_embeddings=4096, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
+        audio_token_index=tok.convert_tokens_to_ids("<|AUDIO|>"))
+    torch.manual_seed(seed)
+    Qwen2AudioForConditionalGeneration(cfg).eval().save_pretrained(out)
+    Qwen2AudioProcessor(WhisperFeatureExtractor(feature_size=128), tok).save_pretrained(out)
+    return out

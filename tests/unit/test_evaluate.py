@@ -131,3 +131,90 @@ def test_the_command_answers_judges_tabulates_and_resumes_without_repeating_call
     preds = list(runs.read_jsonl(out / "predictions.jsonl"))
     assert {p["id"] for p in preds} == {"set:1", "set:2"} and all(p["audio_policy"] == "whole" for p in preds)
     assert main(["--test-set", str(tmp_path / "nope.jsonl"), "--model", "x=openai:m@http://h", "--out", str(out)]) == 2
+
+
+def test_a_trained_condition_folder_answers_as_04_did(tmp_path, tiny_checkpoints):
+    """Train a tiny adapter+LoRA condition with 04's code, then load its folder as a model: its answers to the
+    same test items equal the ones 04 wrote (the saved weights, not a fresh init, are what answers)."""
+    import shutil
+
+    from paraqa_utils.evaluate import condition_model
+    from paraqa_utils.finetune import make_config, run_condition
+    from paraqa_utils.testing.fake_stages import make_fake_merge
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("needs espeak-ng")
+    run = tmp_path / "run"
+    make_fake_merge(run, n_train_clips=4, n_test_clips=2)
+    d = run / "03_explicit_merge"
+    cfg = make_config(condition="implicit", train_file=str(d / "train_implicit.jsonl"), run_dir=str(run),
+                      out_dir=str(tmp_path / "04"), whisper_model=tiny_checkpoints[0], llm_model=tiny_checkpoints[1],
+                      train_mode="adapter+lora", n_steps=3, batch_size=2, lr=0.05, max_new_tokens=4,
+                      torch_threads=1, progress=False, test_files={"emotion": str(d / "test_emotion.jsonl")})
+    run_condition(cfg)
+    ref = {p["item_id"]: p["answer"] for p in runs.read_jsonl(tmp_path / "04" / "implicit" / "predictions.jsonl")}
+    (name, (items, _)), = testsets.load(f"run:{run}:emotion", tmp_path / "cache", echo=lambda _: None).items()
+    m = condition_model.ConditionModel.parse("implicit", f"paraqa:{tmp_path / '04' / 'implicit'}")
+    rows = condition_model.answer(m, items, tmp_path / "cache" / "m")
+    assert {r["id"]: r["answer"] for r in rows} == ref and len(ref) == 2
+    assert not any(r["explicit"] for r in rows)  # implicit was trained without labels: none in its prompts
+    with pytest.raises(condition_model.ConditionModelError, match="not a trained condition folder"):
+        condition_model.ConditionModel.parse("x", f"paraqa:{tmp_path}")
+
+
+def test_a_tiny_qwen2_audio_answers_through_its_processor_and_generate(tmp_path, clips):
+    from paraqa_utils.evaluate import hf_model
+    from paraqa_utils.testing.tiny_models import save_tiny_qwen2_audio
+
+    folder = save_tiny_qwen2_audio(tmp_path / "models")
+    m = hf_model.HfAudioLLM.parse("qwen", f"hf:{folder}#max_new_tokens=4")
+    proc, model = hf_model.load(m)
+    prompt = hf_model.chat_text(proc, "How does the speaker feel?")
+    assert prompt.count("<|AUDIO|>") == 1 and "How does the speaker feel?" in prompt
+    items = [{"id": n, "test_set": "t", "audio_path": str(clips[n]), "question": "Q?", "question_type": "C"}
+             for n in ("a", "long")] + [{"id": "gone", "test_set": "t", "audio_path": str(tmp_path / "x.wav"),
+                                        "question": "Q?"}]
+    rows = {r["id"]: r for r in hf_model.answer(m, items)}
+    assert rows["a"]["error"] is None and rows["a"]["answer"] and rows["a"]["audio_policy"] == "whole"
+    assert rows["long"]["audio_policy"] == "first_30s" and rows["gone"]["error"].startswith("audio:")
+    with pytest.raises(endpoint.ModelSpecError, match="could not load"):
+        hf_model.load(hf_model.HfAudioLLM.parse("x", f"hf:{tmp_path / 'nothing'}"))
+
+
+def test_external_models_in_a_run_join_04s_predictions_and_05_judges_them(tmp_path, tiny_checkpoints):
+    import shutil
+
+    from paraqa_utils import finetune
+    from paraqa_utils.evaluate import in_run
+    from paraqa_utils.judge.llm_judge import load_items
+    from paraqa_utils.testing.fake_stages import make_fake_merge
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("needs espeak-ng")
+    run = tmp_path / "run"
+    make_fake_merge(run, n_train_clips=2, n_test_clips=2)
+    stage = runs.Stage(run, "04_finetune")
+    base = finetune.make_config(whisper_model=tiny_checkpoints[0], llm_model=tiny_checkpoints[1], max_new_tokens=2,
+                                max_test_items=0, torch_threads=1, progress=False)
+    plan = finetune.plan(stage, base, "baseline", zero_shot=True)
+    plan.pop("baseline")  # the untrained floor is enough here: no training
+    summaries = finetune.run_plan(plan)
+    questions: list[str] = []
+
+    def reply(body):
+        questions.append(next(p["text"] for p in body["messages"][0]["content"] if p["type"] == "text"))
+        return "The speaker sounds happy."
+    with FakeLLMServer(reply) as srv:
+        with pytest.raises(endpoint.ModelSpecError, match="name of a trained condition"):
+            in_run.external_predictions(stage, {"zero_shot": f"openai:m@{srv.base_url}"}, plan)
+        external = in_run.external_predictions(stage, {"gpt": f"openai:m@{srv.base_url}"}, plan)
+    n_items = sum(1 for f in plan["zero_shot"].test_files.values() for _ in open(f))
+    assert external["gpt"]["n_items"] == n_items == len(questions) and external["gpt"]["n_failed"] == 0
+    assert not any("Detected voice cues" in q for q in questions)  # plain prompts: no labels for an external model
+    finetune.merge_predictions(stage, plan, external)
+    finetune.finish(stage, plan, summaries, None, external)
+    items = load_items(runs.Stage(run, "05_judge"))
+    by = {c: sum(it["condition"] == c for it in items) for c in ("zero_shot", "gpt")}
+    assert by == {"zero_shot": n_items, "gpt": n_items}
+    assert all(it["answer"] == "The speaker sounds happy." for it in items if it["condition"] == "gpt")
+    assert runs.read_json(stage.dir / "metrics.json")["external_models"]["gpt"]["kind"] == "openai-audio-endpoint"

@@ -1,0 +1,110 @@
+"""A ParaQA-trained condition folder as a model under evaluation (`04_finetune/<condition>/` of any run).
+
+    paraqa:<condition folder>[#explicit=true|false,device=cpu|cuda]
+
+Loads the folder's `config.yaml`, `adapter.safetensors` and `lora/` (peft's format) onto the models the config
+names, and answers with 04's own greedy decoding. Audio longer than 30 s goes through the encoder in 30 s windows,
+as in training. The condition's explicit labels are used only for a condition trained with them (`explicit` in its
+config), and only where a test item carries them; `explicit=false|true` overrides.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from paraqa_utils import runs
+
+MAX_AUDIO_S = 30.0  # per encoder window; longer clips are several windows
+
+
+class ConditionModelError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ConditionModel:
+    name: str
+    folder: Path
+    explicit: bool | None = None  # None: the condition's own setting
+    device: str = ""  # empty: the config's
+    max_audio_s: float = MAX_AUDIO_S
+    long_audio: str = "windows"
+
+    @classmethod
+    def parse(cls, name: str, spec: str) -> "ConditionModel":
+        body, _, opts = spec.partition("#")
+        folder = Path(body[len("paraqa:"):]).expanduser()
+        if not (folder / "config.yaml").is_file() or not (folder / "adapter.safetensors").is_file():
+            raise ConditionModelError(f"--model {name}={spec}: {folder} is not a trained condition folder "
+                                      "(config.yaml and adapter.safetensors, as 04_finetune writes them)")
+        kw: dict[str, Any] = {}
+        for item in filter(None, opts.split(",")):
+            k, _, v = item.partition("=")
+            if k not in ("explicit", "device"):
+                raise ConditionModelError(f"--model {name}: unknown option {k!r} (explicit, device)")
+            kw[k] = v.lower() in ("1", "true", "yes") if k == "explicit" else v
+        return cls(name, folder, **kw)
+
+    @property
+    def model(self) -> str:
+        return str(self.folder)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "paraqa-condition", "folder": str(self.folder), "explicit": self.explicit,
+                "max_audio_s": self.max_audio_s, "long_audio": self.long_audio}
+
+
+def load(m: ConditionModel, cache_dir: Path) -> tuple[Any, Any, Any, Any]:
+    """(config for prediction, model with the saved weights, encoder cache, device)."""
+    from safetensors.torch import load_file
+
+    from paraqa_utils.finetune import build_model, load_config
+    from paraqa_utils.finetune.speech_data import EncoderCache
+    from paraqa_utils.finetune.speech_llm import resolve_device, resolve_dtype
+
+    cfg = load_config(m.folder / "config.yaml")
+    cfg = dataclasses.replace(cfg, device=m.device or cfg.device, train_file="", max_test_items=0, progress=False,
+                              explicit=cfg.explicit if m.explicit is None else m.explicit, out_dir=str(cache_dir))
+    device = resolve_device(cfg.device)
+    model = build_model(cfg, device, resolve_dtype(cfg.dtype, device))
+    model.adapter.load_state_dict(load_file(str(m.folder / "adapter.safetensors")), strict=True)
+    lora = m.folder / "lora" / "adapter_model.safetensors"
+    if cfg.train_mode == "adapter+lora":
+        if not lora.is_file():
+            raise ConditionModelError(f"{m.folder}: train_mode adapter+lora but no lora/adapter_model.safetensors")
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(model.llm, load_file(str(lora)))
+        missing = [k for k in getattr(result, "unexpected_keys", []) if "lora" in k]
+        if missing:
+            raise ConditionModelError(f"{m.folder}: LoRA weights {missing[:3]} do not fit the model in config.yaml")
+    return cfg, model, EncoderCache(model.audio_encoder, cache_dir / "encoder", True), device
+
+
+def answer(m: ConditionModel, items: Sequence[dict[str, Any]], cache_dir: Path) -> list[dict[str, Any]]:
+    """Prediction rows like endpoint.answer's; an item whose audio is missing or unreadable is its `error`."""
+    from paraqa_utils.finetune.condition import predict
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    done_path = cache_dir / f"answers-{runs.sha256_file(m.folder / 'adapter.safetensors')[:12]}.jsonl"
+    done = {r["id"]: r for r in runs.read_jsonl(done_path)} if done_path.exists() else {}
+    if all(it["id"] in done for it in items):  # answered earlier by these very weights: nothing is recomputed
+        return [done[it["id"]] for it in items]
+    cfg, model, cache, device = load(m, cache_dir)
+    records = [{"item_id": it["id"], "test_set": it["test_set"], "question_type": it.get("question_type"),
+                "audio_path": str(Path(it["audio_path"]).resolve()), "question": it["question"],
+                "explicit_block": it.get("explicit_block"), "clip_id": it.get("clip_id")} for it in items]
+    runs.write_jsonl(cache_dir / "items.jsonl", records)
+    counts: dict[str, Any] = {}
+    got = {p["item_id"]: p for p in predict(model, cache, dataclasses.replace(
+        cfg, test_files={"eval": str(cache_dir / "items.jsonl")}), device, counts)}
+    rows = [{"id": it["id"], "model": m.name, "test_set": it["test_set"], "question_type": it.get("question_type"),
+             "answer": got[it["id"]]["answer"] if it["id"] in got else "",
+             "audio_policy": "windows" if it["id"] in got else None,
+             "explicit": bool(cfg.explicit and it.get("explicit_block")),
+             "error": None if it["id"] in got else "audio: missing, unreadable or too long for the prompt"}
+            for it in items]
+    runs.write_jsonl(done_path, rows)
+    return rows

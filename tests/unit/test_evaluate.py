@@ -218,3 +218,11 @@ def test_external_models_in_a_run_join_04s_predictions_and_05_judges_them(tmp_pa
     assert by == {"zero_shot": n_items, "gpt": n_items}
     assert all(it["answer"] == "The speaker sounds happy." for it in items if it["condition"] == "gpt")
     assert runs.read_json(stage.dir / "metrics.json")["external_models"]["gpt"]["kind"] == "openai-audio-endpoint"
+
+
+def test_base64_audio_is_not_counted_as_prompt_tokens():
+    from paraqa_utils.llm.client import text_chars
+
+    audio = {"type": "input_audio", "input_audio": {"data": "A" * 200_000, "format": "wav"}}
+    assert text_chars([{"type": "text", "text": "How does she feel?"}, audio]) == len("How does she feel?")
+    assert text_chars("plain text") == 10

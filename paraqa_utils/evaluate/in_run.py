@@ -17,16 +17,16 @@ def parse(name: str, spec: str) -> Any:
         return hf_model.HfAudioLLM.parse(name, spec)
     if spec.startswith("openai:"):
         return endpoint.EndpointModel.parse(name, spec)
-    raise endpoint.ModelSpecError(f"external_models['{name}'] = {spec!r}: paraqa:<condition folder>, "
+    raise endpoint.ModelSpecError(f"model {name} = {spec!r}: the spec is paraqa:<condition folder>, "
                                   "hf:<audio-LLM> or openai:<model>@<base_url>")
 
 
-def answer_any(m: Any, items: list[dict[str, Any]], cache: Path) -> list[dict[str, Any]]:
+def answer_any(m: Any, items: list[dict[str, Any]], cache: Path, concurrency: int = 8) -> list[dict[str, Any]]:
     if isinstance(m, condition_model.ConditionModel):
         return condition_model.answer(m, items, cache)
     if isinstance(m, hf_model.HfAudioLLM):
         return hf_model.answer(m, items)
-    return endpoint.answer(m, items, cache)
+    return endpoint.answer(m, items, cache, concurrency)
 
 
 def external_predictions(stage: runs.Stage, models: dict[str, str], plan: dict[str, Any]) -> dict[str, Any]:

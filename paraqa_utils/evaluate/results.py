@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from paraqa_utils import runs, stats
-from paraqa_utils.evaluate import condition_model, endpoint, hf_model, testsets
+from paraqa_utils.evaluate import endpoint, in_run, testsets
 from paraqa_utils.judge.score import score_file
 
 
@@ -95,15 +95,7 @@ def evaluate(sets: Sequence[str], model_specs: Sequence[str], out: Path, judge: 
         name, sep, body = spec.partition("=")
         if not sep:
             raise endpoint.ModelSpecError(f"--model {spec!r}: expected NAME=SPEC")
-        if body.startswith("paraqa:"):
-            models[name] = condition_model.ConditionModel.parse(name, body)
-        elif body.startswith("hf:"):
-            models[name] = hf_model.HfAudioLLM.parse(name, body)
-        elif body.startswith("openai:"):
-            models[name] = endpoint.EndpointModel.parse(name, body)
-        else:
-            raise endpoint.ModelSpecError(f"--model {spec!r}: SPEC is paraqa:<condition folder>, hf:<audio-LLM> or "
-                                          "openai:<model>@<base_url>")
+        models[name] = in_run.parse(name, body)
     items, rejects = load_sets(sets, out, mapping)
     runs.write_jsonl(out / "rejects.jsonl", rejects)
     by_id = {it["id"]: it for it in items}
@@ -112,12 +104,7 @@ def evaluate(sets: Sequence[str], model_specs: Sequence[str], out: Path, judge: 
         jargs.update(base_url=judge_base_url, model=judge_model, api_key_env=judge_api_key_env)
     preds, judged = [], []
     for name, m in models.items():
-        if isinstance(m, condition_model.ConditionModel):
-            answered = condition_model.answer(m, items, out / "cache" / "paraqa" / name)
-        elif isinstance(m, hf_model.HfAudioLLM):
-            answered = hf_model.answer(m, items)
-        else:
-            answered = endpoint.answer(m, items, out / "cache" / "llm" / name, concurrency)
+        answered = in_run.answer_any(m, items, out / "cache" / "models" / name, concurrency)
         preds += answered
         judged += [{**r, "model": name} for r in judge_answers(answered, by_id, out, name, **jargs)]
     runs.write_jsonl(out / "predictions.jsonl", preds)

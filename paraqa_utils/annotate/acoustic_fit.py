@@ -42,12 +42,12 @@ def needs_labels(cfg: Any, gt: Sequence[dict]) -> None:
     them, `acoustic` trains on those of the train split. An unlabelled corpus takes hf: or ext: backends."""
     for task in ("emotion", "gender", "dimensional"):
         for b in cfg.backends[task]:
-            if b != "labels" and not b.startswith("acoustic"):
+            if b != "labels" and (not b.startswith("acoustic") or b.startswith("acoustic@")):
                 continue
             rows = [r for r in gt if b == "labels" or r["split"] == "train"]
             if not any(r[task] is not None for r in rows):
                 where = "" if b == "labels" else " on the train split (the acoustic recogniser trains on them)"
                 raise recognisers.RecogniserError(
                     f"{task}_backends={getattr(cfg, f'{task}_backends')!r}: '{b}' needs {task} labels{where}, and "
-                    f"no window of this corpus has one; for unlabelled audio use hf:<checkpoint> or ext:<annotator> "
-                    f"backends for {task}")
+                    f"no window of this corpus has one; for unlabelled audio use hf:<checkpoint>, ext:<annotator> "
+                    f"or acoustic@<recogniser trained on a labelled run> backends for {task}")

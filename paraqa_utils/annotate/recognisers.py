@@ -55,9 +55,11 @@ def parse_backends(spec: str, task: str) -> list[str]:
     """'acoustic, hf:org/model' -> ['acoustic', 'hf:org/model']; labels | acoustic[:features] | hf:<id> | ext:<name>."""
     items = [x.strip() for x in (spec or "").split(",") if x.strip()]
     for it in items:
-        if not (it in ("labels", "acoustic") or (it.startswith(("acoustic:", "hf:", "ext:")) and len(it.split(":", 1)[1]))):
+        if not (it in ("labels", "acoustic") or (it.startswith(("acoustic:", "hf:", "ext:")) and len(it.split(":", 1)[1]))
+                or (it.startswith("acoustic@") and len(it) > len("acoustic@"))):
             raise ValueError(f"unknown {task} backend '{it}': use labels, acoustic, acoustic:<features> "
-                             "(egemaps|whisper|egemaps+whisper), hf:<path or hub id> or ext:<external_annotators name>")
+                             "(egemaps|whisper|egemaps+whisper), acoustic@<a saved recogniser_*.joblib>, "
+                             "hf:<path or hub id> or ext:<external_annotators name>")
     if not items:
         raise ValueError(f"no {task} backend given")
     return items

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 from paraqa_utils.annotate import quality as metrics_lib
@@ -61,7 +62,11 @@ class AnnotateConfig:
             raise ValueError(f"asr_backend '{self.asr_backend}' unknown; use one of {asr.ASR_BACKENDS}")
         self.backends = {t: recognisers.parse_backends(getattr(self, f"{t}_backends"), t)
                          for t in ("emotion", "gender", "dimensional")}
-        for spec in [b for bs in self.backends.values() for b in bs if b.startswith("acoustic")]:
+        for b in [b for bs in self.backends.values() for b in bs if b.startswith("acoustic@")]:
+            if not Path(b[len("acoustic@"):]).expanduser().is_file():
+                raise ValueError(f"backend '{b}': no such recogniser file (a labelled run's "
+                                 "01_annotate/recogniser_<features>.joblib)")
+        for spec in [b for bs in self.backends.values() for b in bs if b.startswith("acoustic") and "@" not in b]:
             parse_kinds(spec.split(":", 1)[1] if ":" in spec else self.acoustic_features)
         recognisers.parse_label_map(self.label_map)
         for b in [b for bs in self.backends.values() for b in bs if b.startswith("ext:")]:

@@ -53,7 +53,9 @@ def feature_kinds(cfg: Any) -> list[str]:
     """Every feature kind some acoustic backend needs."""
     kinds: list[str] = []
     for b in [b for bs in cfg.backends.values() for b in bs if b.startswith("acoustic")]:
-        kinds += features.parse_kinds(b.split(":", 1)[1] if ":" in b else cfg.acoustic_features)
+        spec = (recognisers.AcousticRecogniser.load(b[len("acoustic@"):]).features if b.startswith("acoustic@")
+                else b.split(":", 1)[1] if ":" in b else cfg.acoustic_features)
+        kinds += features.parse_kinds(spec)
     return sorted(set(kinds))
 
 
@@ -257,6 +259,10 @@ def label_windows(stage: runs.Stage, clips: Sequence[dict], prep: Prepared, cfg:
             t = time.perf_counter()
             if b == "labels":
                 members[b] = ([row[task] for row in gt], [1.0 if row[task] is not None else None for row in gt])
+            elif b.startswith("acoustic@"):  # a recogniser trained on another, labelled corpus: needs no labels here
+                rec = recognisers.AcousticRecogniser.load(b[len("acoustic@"):])
+                members[b] = rec.predict(task, feature_matrix(prep, order, rec.features))
+                stage.record_model(f"{task}:{b}", b[len("acoustic@"):], trained=rec.info)
             elif b.startswith("acoustic"):
                 spec = b.split(":", 1)[1] if ":" in b else cfg.acoustic_features
                 if spec not in trained:

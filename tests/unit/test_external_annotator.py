@@ -107,3 +107,25 @@ def test_backends_that_need_labels_are_refused_by_name_on_unlabelled_audio(corpu
         annotate.label_windows(stage, bare, prep, cfg(emotion_backends="ext:toy", gender_backends="labels",
                                                       dimensional_backends="ext:toy",
                                                       external_annotators={"toy": {"command": TOY}}))
+
+
+def test_a_recogniser_trained_on_a_labelled_corpus_labels_unlabelled_audio(corpus, tmp_path):
+    """The paper's setting: no labels in the corpus. `acoustic@<joblib>` applies a recogniser that a labelled run
+    trained (01 saves recogniser_<features>.joblib), so 01 needs no labels of its own."""
+    stage, clips, prep = corpus
+    labelled = annotate.label_windows(stage, clips, prep, cfg())  # trains and saves the recogniser
+    saved = stage.dir / labelled["recognisers"]["egemaps"]["file"]
+    bare = [dict(c, split=None, segments=[{k: v for k, v in s.items() if k not in ("emotion", "gender", *text.DIMENSIONS)}
+                                          for s in c.get("segments") or []]) for c in clips]
+    c = cfg(emotion_backends=f"acoustic@{saved}", gender_backends=f"acoustic@{saved}",
+            dimensional_backends=f"acoustic@{saved}")
+    out = annotate.label_windows(stage, bare, prep, c)
+    emo = out["emotion"]["final"][0]
+    assert all(e in {"angry", "sad"} for e in emo) and len(emo) == len(out["gt"]) > 0
+    assert all(g in {"female", "male"} for g in out["gender"]["final"][0])
+    # the same windows, the same recogniser: its labels here are what it gives the labelled copy (test windows)
+    trained = recognisers.AcousticRecogniser.load(saved)
+    assert out["emotion"]["members"][f"acoustic@{saved}"][0] == trained.predict(
+        "emotion", annotate.steps.feature_matrix(prep, sorted(out["index"], key=out["index"].get), "egemaps"))[0]
+    with pytest.raises(ValueError, match="no such recogniser file"):
+        cfg(emotion_backends=f"acoustic@{tmp_path / 'none.joblib'}")

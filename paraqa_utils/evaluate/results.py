@@ -36,7 +36,10 @@ def judge_answers(preds: list[dict[str, Any]], items: dict[str, dict[str, Any]],
 def table(preds: pd.DataFrame, judged: pd.DataFrame) -> pd.DataFrame:
     """model x test set x question type: mean judge score (0-100) with a bootstrap 95 % CI over items, parse
     rate, answered, failed (no answer: audio or endpoint error) and unjudged (e.g. no reference)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
+    if preds.empty:  # nothing loaded (every item refused): an empty table with its columns
+        return pd.DataFrame(columns=["model", "test_set", "question_type", "n_items", "n_failed", "n_judged", "score",
+                                     "ci_low", "ci_high", "parse_rate"])
     for (model, tset, qtype), g in preds.groupby(["model", "test_set", preds["question_type"].fillna("-")]):
         j = judged[judged["id"].isin(g["id"]) & (judged["model"] == model)] if len(judged) else judged
         scored = j[j["parse_ok"] | (j.get("unparsed_policy", "") == "zero")] if len(j) else j

@@ -226,3 +226,13 @@ def test_base64_audio_is_not_counted_as_prompt_tokens():
     audio = {"type": "input_audio", "input_audio": {"data": "A" * 200_000, "format": "wav"}}
     assert text_chars([{"type": "text", "text": "How does she feel?"}, audio]) == len("How does she feel?")
     assert text_chars("plain text") == 10
+
+
+def test_a_set_whose_every_item_is_refused_gives_an_empty_table_not_a_crash(tmp_path):
+    runs.write_jsonl(tmp_path / "bad.jsonl", [{"audio_path": "nope.wav", "question": "", "reference": "r"}])
+    with FakeLLMServer(lambda body: "x") as srv:
+        assert main(["--test-set", str(tmp_path / "bad.jsonl"), "--model", f"m=openai:m@{srv.base_url}",
+                     "--out", str(tmp_path / "out")]) == 0
+        assert srv.n_answered == 0
+    assert [r["reason"] for r in runs.read_jsonl(tmp_path / "out" / "rejects.jsonl")] == ["empty question"]
+    assert "Items refused by the loader: 1" in (tmp_path / "out" / "EVAL.md").read_text()

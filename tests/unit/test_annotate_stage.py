@@ -147,7 +147,7 @@ def test_faster_whisper_packs_clips_and_gives_each_its_own_words(run, monkeypatc
     assert all(not r["kept"] and r["drop_reason"].startswith("asr failed") for r in recs)
 
 
-def _tiny_hf(path, labels, problem_type=None, head=True):
+def tiny_hf(path, labels, problem_type=None, head=True):
     import torch
     from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification, Wav2Vec2Model
 
@@ -165,9 +165,9 @@ def _tiny_hf(path, labels, problem_type=None, head=True):
 
 
 def test_hf_checkpoints_plug_in_vote_and_fail_loudly(run, tmp_path):
-    emo = _tiny_hf(tmp_path / "emo", ["ang", "hap", "neu", "sad", "exc"])
-    gen = _tiny_hf(tmp_path / "gen", ["female", "male"])
-    dim = _tiny_hf(tmp_path / "dim", ["LABEL_0", "LABEL_1", "LABEL_2"], problem_type="regression")
+    emo = tiny_hf(tmp_path / "emo", ["ang", "hap", "neu", "sad", "exc"])
+    gen = tiny_hf(tmp_path / "gen", ["female", "male"])
+    dim = tiny_hf(tmp_path / "dim", ["LABEL_0", "LABEL_1", "LABEL_2"], problem_type="regression")
     stage = runs.Stage(run, "01_annotate")
     # two train clips per emotion and the test split's first clips keep the tiny models' CPU time low
     clips = [c for i, c in enumerate(annotate.load_clips(stage)) if (c["split"] == "train" and i % 2 == 0)
@@ -198,7 +198,7 @@ def test_hf_checkpoints_plug_in_vote_and_fail_loudly(run, tmp_path):
     assert recognisers.HfAudioModel(str(odd), "emotion", {"boredom": "neutral"}).labels == [
         "angry", "happy", "neutral", "sad", "neutral"]
     with pytest.raises(recognisers.RecogniserError, match="random"):
-        recognisers.HfAudioModel(_tiny_hf(tmp_path / "nohead", ["hap", "sad"], head=False), "emotion")
+        recognisers.HfAudioModel(tiny_hf(tmp_path / "nohead", ["hap", "sad"], head=False), "emotion")
     with pytest.raises(recognisers.RecogniserError, match="does not exist"):
         recognisers.HfAudioModel("./no/such/checkpoint", "emotion")
 

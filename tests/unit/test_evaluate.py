@@ -236,3 +236,16 @@ def test_a_set_whose_every_item_is_refused_gives_an_empty_table_not_a_crash(tmp_
         assert srv.n_answered == 0
     assert [r["reason"] for r in runs.read_jsonl(tmp_path / "out" / "rejects.jsonl")] == ["empty question"]
     assert "Items refused by the loader: 1" in (tmp_path / "out" / "EVAL.md").read_text()
+
+
+def test_06s_main_table_puts_an_external_model_beside_the_trained_conditions():
+    import pandas as pd
+
+    from paraqa_utils.analysis.tables import item_scores, main_table
+
+    rows = [{"judge": "offline/facets_v2", "condition": c, "test_set": "cpqa_ref", "question_type": "CE",
+             "item_id": f"i{k}", "score_100": s, "parse_ok": True, "probe": None}
+            for c, scores in (("baseline", [20, 40, 20, 40]), ("gpt", [60, 80, 60, 100])) for k, s in enumerate(scores)]
+    table = main_table(item_scores(pd.DataFrame(rows)), n_resamples=200).set_index("condition")
+    assert set(table.index) == {"baseline", "gpt"} and table.loc["gpt", "micro"] == 75.0
+    assert table.loc["gpt", "rel_improvement_pct"] == pytest.approx(150.0) and table.loc["gpt", "n_paired"] == 4

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from paraqa_utils import runs  # noqa: E402
 from paraqa_utils.finetune import launch as L  # noqa: E402
 from paraqa_utils.finetune import workers  # noqa: E402
+from paraqa_utils.llm.server import free_port  # noqa: E402
 from paraqa_utils.finetune.condition import run_condition  # noqa: E402
 from paraqa_utils.finetune.config import make_config  # noqa: E402
 from paraqa_utils.testing.fake_stages import make_fake_merge  # noqa: E402
@@ -50,8 +51,8 @@ def main() -> None:
             return statistics.median(r["seconds"] for r in rows)
 
         run_condition(cfg("inproc", 2))
-        one = L.Launch("torchrun", 1, main_port=L.free_port())
-        two = L.Launch("torchrun", 2, main_port=L.free_port())
+        one = L.Launch("torchrun", 1, main_port=free_port())
+        two = L.Launch("torchrun", 2, main_port=free_port())
         s1 = workers.run_subprocess(cfg("tr1", 2), one, echo=lambda _: None)
         s2 = workers.run_subprocess(cfg("tr2", 1), two, echo=lambda _: None)
         print(f"1. launch overhead (subprocess start -> first optimizer step): torchrun x1 "

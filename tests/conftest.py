@@ -76,3 +76,22 @@ def tiny_checkpoints(tmp_path_factory) -> tuple[str, str]:
 
     whisper_dir, llm_dir = save_tiny_models(tmp_path_factory.mktemp("tiny_models"))
     return str(whisper_dir), str(llm_dir)
+
+
+@pytest.fixture(scope="session")
+def fake_merged_run(tmp_path_factory):
+    """make(n_train, n_test): a finished fake 03_explicit_merge stage of espeak-ng clips, built once per size."""
+    import shutil
+
+    from paraqa_utils.testing.fake_stages import make_fake_merge
+
+    made: dict[tuple[int, int], Path] = {}
+
+    def make(n_train: int, n_test: int) -> Path:
+        if shutil.which("espeak-ng") is None:
+            pytest.skip("espeak-ng is not installed (apt-get install -y espeak-ng)")
+        if (n_train, n_test) not in made:
+            made[(n_train, n_test)] = tmp_path_factory.mktemp("run")
+            make_fake_merge(made[(n_train, n_test)], n_train_clips=n_train, n_test_clips=n_test)
+        return made[(n_train, n_test)]
+    return make

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from paraqa_utils import runs
+from paraqa_utils.evaluate.endpoint import spec_options
 
 MAX_AUDIO_S = 30.0  # per encoder window; longer clips are several windows
 
@@ -39,13 +40,7 @@ class ConditionModel:
         if not (folder / "config.yaml").is_file() or not (folder / "adapter.safetensors").is_file():
             raise ConditionModelError(f"--model {name}={spec}: {folder} is not a trained condition folder "
                                       "(config.yaml and adapter.safetensors, as 04_finetune writes them)")
-        kw: dict[str, Any] = {}
-        for item in filter(None, opts.split(",")):
-            k, _, v = item.partition("=")
-            if k not in ("explicit", "device"):
-                raise ConditionModelError(f"--model {name}: unknown option {k!r} (explicit, device)")
-            kw[k] = v.lower() in ("1", "true", "yes") if k == "explicit" else v
-        return cls(name, folder, **kw)
+        return cls(name, folder, **spec_options(cls, name, opts, ("name", "folder", "max_audio_s", "long_audio")))
 
     @property
     def model(self) -> str:

@@ -7,6 +7,7 @@ project's LLM client (cache, retries, rate limits; the base64 payload is not cou
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from paraqa_utils.audio import SAMPLE_RATE_HZ, load_audio
+from paraqa_utils.explicit_merge.exports import user_text
 from paraqa_utils.llm import LLMClient, LLMRequest
 from paraqa_utils.llm.server import Endpoint
 
@@ -23,6 +25,25 @@ POLICIES = ("first_30s", "windows")
 
 class ModelSpecError(ValueError):
     pass
+
+
+def spec_options(cls: type, name: str, opts: str, fixed: tuple[str, ...]) -> dict[str, Any]:
+    """'#k=v,k=v' of a --model spec, each typed by the model class's field of that name (bool: 1/true/yes);
+    an unknown option or a long_audio policy we do not have is a ModelSpecError naming it."""
+    types = {f.name: str(f.type) for f in dataclasses.fields(cls) if f.name not in fixed}
+    kw: dict[str, Any] = {}
+    for item in filter(None, opts.split(",")):
+        k, _, v = item.partition("=")
+        if k not in types:
+            raise ModelSpecError(f"--model {name}: unknown option {k!r} (options: {', '.join(types)})")
+        kind = types[k].split(" ")[0]
+        try:
+            kw[k] = v.lower() in ("1", "true", "yes") if kind == "bool" else {"float": float, "int": int}.get(kind, str)(v)
+        except ValueError:
+            raise ModelSpecError(f"--model {name}: option {k}={v!r} is not a {kind}") from None
+    if kw.get("long_audio", POLICIES[0]) not in POLICIES:
+        raise ModelSpecError(f"--model {name}: long_audio={kw['long_audio']!r}: one of {', '.join(POLICIES)}")
+    return kw
 
 
 @dataclass(frozen=True)
@@ -42,17 +63,7 @@ class EndpointModel:
         if not body.startswith("openai:") or "@" not in body:
             raise ModelSpecError(f"--model {name}={spec}: expected openai:<model>@<base_url>[#options]")
         model, _, url = body[len("openai:"):].partition("@")
-        kw: dict[str, Any] = {}
-        for item in filter(None, opts.split(",")):
-            k, _, v = item.partition("=")
-            if k not in ("key_env", "max_audio_s", "long_audio", "explicit", "max_tokens"):
-                raise ModelSpecError(f"--model {name}: unknown option {k!r}")
-            kw[k] = float(v) if k == "max_audio_s" else int(v) if k == "max_tokens" else (
-                v.lower() in ("1", "true", "yes") if k == "explicit" else v)
-        out = cls(name, model, url, **kw)
-        if out.long_audio not in POLICIES:
-            raise ModelSpecError(f"--model {name}: long_audio={out.long_audio!r}: one of {', '.join(POLICIES)}")
-        return out
+        return cls(name, model, url, **spec_options(cls, name, opts, ("name", "model", "base_url")))
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "openai-audio-endpoint", "model": self.model, "base_url": self.base_url,
@@ -78,8 +89,8 @@ def pieces(audio: np.ndarray, m: EndpointModel) -> tuple[list[np.ndarray], str]:
 
 
 def prompt_text(item: dict[str, Any], explicit: bool) -> str:
-    block = item.get("explicit_block") if explicit else None
-    return f"{block}\n{item['question']}" if block else item["question"]
+    """The question, after 03's explicit block only when `explicit` (exports.user_text's layout)."""
+    return user_text({**item, "explicit_block": item.get("explicit_block") if explicit else None})
 
 
 def answer(m: EndpointModel, items: Sequence[dict[str, Any]], cache_dir: Path | None, concurrency: int = 8,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from paraqa_utils.audio import load_audio
-from paraqa_utils.evaluate.endpoint import POLICIES, ModelSpecError, prompt_text
+from paraqa_utils.evaluate.endpoint import ModelSpecError, prompt_text, spec_options
 
 
 @dataclass(frozen=True)
@@ -25,17 +25,7 @@ class HfAudioLLM:
     @classmethod
     def parse(cls, name: str, spec: str) -> "HfAudioLLM":
         body, _, opts = spec.partition("#")
-        kw: dict[str, Any] = {}
-        for item in filter(None, opts.split(",")):
-            k, _, v = item.partition("=")
-            if k not in ("max_audio_s", "long_audio", "explicit", "device", "max_new_tokens"):
-                raise ModelSpecError(f"--model {name}: unknown option {k!r}")
-            kw[k] = float(v) if k == "max_audio_s" else int(v) if k == "max_new_tokens" else (
-                v.lower() in ("1", "true", "yes") if k == "explicit" else v)
-        out = cls(name, body[len("hf:"):], **kw)
-        if out.long_audio not in POLICIES:
-            raise ModelSpecError(f"--model {name}: long_audio={out.long_audio!r}: one of {', '.join(POLICIES)}")
-        return out
+        return cls(name, body[len("hf:"):], **spec_options(cls, name, opts, ("name", "model")))
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "transformers-audio-llm", "model": self.model, "max_audio_s": self.max_audio_s,

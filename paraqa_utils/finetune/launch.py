@@ -17,6 +17,7 @@ from typing import Any
 
 from paraqa_utils import runs
 from paraqa_utils.finetune.config import FinetuneConfig
+from paraqa_utils.llm.server import free_port
 from paraqa_utils.params import check_types
 
 LAUNCHERS = ("auto", "inprocess", "torchrun", "accelerate")
@@ -85,12 +86,6 @@ class Launch:
         extra = f", {self.distributed_type} from {self.accelerate_config}" if self.accelerate_config else ""
         return f"launcher: {self.launcher}, {where}, rendezvous {self.main_address}:{self.main_port}{extra}" + \
             "".join(f"\n  note: {n}" for n in self.notes)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

@@ -13,7 +13,8 @@ from typing import Any, Callable
 from paraqa_utils import runs
 from paraqa_utils.finetune.condition import finished_summary
 from paraqa_utils.finetune.config import FinetuneConfig, save_config
-from paraqa_utils.finetune.launch import Launch, command, free_port
+from paraqa_utils.finetune.launch import Launch, command
+from paraqa_utils.llm.server import free_port
 from paraqa_utils.finetune.training import NonFiniteLoss, OutOfMemory
 from paraqa_utils.stages import REPO_ROOT
 

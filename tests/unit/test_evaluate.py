@@ -249,3 +249,12 @@ def test_06s_main_table_puts_an_external_model_beside_the_trained_conditions():
     table = main_table(item_scores(pd.DataFrame(rows)), n_resamples=200).set_index("condition")
     assert set(table.index) == {"baseline", "gpt"} and table.loc["gpt", "micro"] == 75.0
     assert table.loc["gpt", "rel_improvement_pct"] == pytest.approx(150.0) and table.loc["gpt", "n_paired"] == 4
+
+
+def test_model_spec_options_are_typed_by_the_model_and_unknown_ones_refused():
+    m = endpoint.EndpointModel.parse("w", "openai:x@http://h#max_audio_s=20,explicit=yes,max_tokens=9")
+    assert (m.max_audio_s, m.explicit, m.max_tokens) == (20.0, True, 9)
+    with pytest.raises(endpoint.ModelSpecError, match="max_audio_s='abc' is not a float"):
+        endpoint.EndpointModel.parse("w", "openai:x@http://h#max_audio_s=abc")
+    with pytest.raises(endpoint.ModelSpecError, match="unknown option 'temperature'"):
+        endpoint.EndpointModel.parse("w", "openai:x@http://h#temperature=1")

@@ -14,7 +14,6 @@ from paraqa_utils.finetune import condition as finetune_cli
 from paraqa_utils.finetune import conditions as finetune_stage
 from paraqa_utils.finetune import speech_llm
 from paraqa_utils.finetune import training
-from paraqa_utils.testing.fake_stages import make_fake_merge
 from paraqa_utils.finetune.config import ConfigError, FinetuneConfig, make_config
 from paraqa_utils.params import load_profile
 from paraqa_utils.testing.tiny_models import save_tiny_models
@@ -35,12 +34,8 @@ WHISPER = LLM = ""
 
 
 @pytest.fixture(scope="module")
-def merged(tmp_path_factory) -> Path:
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed (apt-get install -y espeak-ng)")
-    run = tmp_path_factory.mktemp("run")
-    make_fake_merge(run, n_train_clips=4, n_test_clips=2)
-    return run
+def merged(fake_merged_run) -> Path:
+    return fake_merged_run(4, 2)
 
 
 def tiny_cfg(run: Path, out: Path, condition: str = "baseline", **kw) -> FinetuneConfig:

@@ -3,7 +3,6 @@ check, and 2 gloo processes under torchrun matching 1 process with twice the gra
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import socket
 import sys
 from pathlib import Path
@@ -18,7 +17,6 @@ from paraqa_utils.finetune import workers as W
 from paraqa_utils.finetune.condition import run_condition
 from paraqa_utils.finetune.config import make_config
 from paraqa_utils.finetune.conditions import run_plan
-from paraqa_utils.testing.fake_stages import make_fake_merge
 
 
 def settings(**kw) -> L.LaunchSettings:
@@ -141,12 +139,8 @@ def test_a_failed_worker_becomes_an_error_with_its_last_lines(rc, lines, kind, t
 
 # --- 2 gloo processes vs 1 process with 2x grad_accum -----------------------------------------------------------
 @pytest.fixture(scope="module")
-def merged(tmp_path_factory) -> Path:
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed (apt-get install -y espeak-ng)")
-    run = tmp_path_factory.mktemp("run")
-    make_fake_merge(run, n_train_clips=8, n_test_clips=2)
-    return run
+def merged(fake_merged_run) -> Path:
+    return fake_merged_run(8, 2)
 
 
 def cfg_for(run: Path, out: Path, models: tuple[str, str], **kw):

@@ -172,6 +172,8 @@ def timing_metrics(prep: Any, asr_info: dict[str, Any], labels: dict[str, Any]) 
     wall = {"prepare": prep.wall_s, "transcribe": asr_info["wall_s"], "label": labels["wall_s"]}
     return {"rtf": rtf, "wall_s": wall, "audio_s": round(audio_s, 3), "n_cached_clips": prep.n_cached,
             "n_cached_asr": asr_info.get("n_cached", 0),
+            "n_asr_retried_alone": asr_info.get("n_retried_alone", 0),  # pack members with no words, redone alone
+            "n_align_errors": len(asr_info.get("align_errors") or {}),
             "clips_per_s": round(len(prep.clips) / max(1e-9, sum(wall.values())), 3)}
 
 

@@ -4,6 +4,8 @@ audio) of each path that runs offline, in one run:
     .venv/bin/python bench/bench_annotators.py [--seconds 60]
 
 - hf: a tiny random wav2vec2 audio-classification checkpoint, and the wav2vec2 regression-head layout;
+- hf: with trust_remote_code, a tiny joint emotion + V/A/D checkpoint with its own code (MERaLiON-SER-v1's
+  layout: Whisper log-mel features padded to 30 s, so its cost is mostly the feature extractor);
 - asr_align_model: a tiny random Wav2Vec2ForCTC with our Viterbi over its emissions;
 - ext: the bundled protocol annotator in its own process (numpy + soundfile), one call for all clips.
 Tiny checkpoints measure each path's overhead (feature extraction, batching, the protocol), not the real models'
@@ -22,7 +24,8 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from paraqa_utils.annotate import align, external, recognisers  # noqa: E402
+from paraqa_utils.annotate import align, checkpoint, external, recognisers  # noqa: E402
+from paraqa_utils.testing.tiny_remote_ser import save_tiny_joint_ser  # noqa: E402
 from tests.unit.test_align import save_ctc  # noqa: E402
 from tests.unit.test_w2v2_regression import save_layout  # noqa: E402
 
@@ -57,6 +60,9 @@ def main() -> None:
                             ("hf: wav2vec2 regression head (tiny)", recognisers.HfAudioModel(str(tmp / "dim"), "dimensional"))):
             model.predict(excerpts[:1])
             rows.append((name, *timed(lambda m=model: m.predict(excerpts))))
+        joint = checkpoint.load(str(save_tiny_joint_ser(tmp / "ser")), "emotion", {}, trust_remote_code=True)
+        joint.predict(excerpts[:1])
+        rows.append(("hf: joint emotion+V/A/D, own code (tiny)", *timed(lambda: joint.predict(excerpts))))
         aligner = align.CtcAligner(save_ctc(tmp / "ctc"))
         words = [{"w": w, "start_s": 0.0, "end_s": 0.0} for w in "the meeting has been moved to friday".split()]
         rows.append(("asr_align_model: CTC (tiny)", *timed(lambda: [aligner.align(sf.read(c, dtype="float32")[0], words)

@@ -1,13 +1,27 @@
 """Shared fixtures: tiny notebooks for runner tests, and a temp runs folder so tests never touch outputs/runs."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from paraqa_utils.stages import STAGES
+from paraqa_utils.stages import REPO_ROOT, STAGES
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The whole pipeline on params/smoke.yaml, once per session: (run folder, runner stdout)."""
+    root = tmp_path_factory.mktemp("runs")
+    env = {**os.environ, "PARAQA_RUNS": str(root)}
+    proc = subprocess.run([sys.executable, "-m", "paraqa_utils.pipeline", "--profile", "smoke", "--run-id", "smoke"],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return root / "smoke", proc.stdout
 
 
 @pytest.fixture()

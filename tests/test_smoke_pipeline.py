@@ -1,28 +1,15 @@
 """The whole pipeline on params/smoke.yaml, run once per test session, with assertions on what each stage recorded."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import yaml
 
 from paraqa_utils import runs
-from paraqa_utils.stages import REPO_ROOT, STAGES
+from paraqa_utils.stages import STAGES
 
 pytestmark = pytest.mark.smoke
 # Stages whose notebook is still a placeholder (implemented: false). Shrinks as issues land.
 PLACEHOLDERS: set[str] = set()
-
-
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    env = {**os.environ, "PARAQA_RUNS": str(root)}
-    proc = subprocess.run([sys.executable, "-m", "paraqa_utils.pipeline", "--profile", "smoke", "--run-id", "smoke"],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return root / "smoke", proc.stdout
 
 
 def test_every_stage_done_and_hashes_hold(smoke_run):

@@ -124,7 +124,23 @@ def evaluate(records: Sequence[dict], labels: dict[str, Any], asr_info: dict[str
     m.update({f"ccc_{d}_test_condensed": dims["final"]["condensed"][d] for d in DIMENSIONS})
     m["gender_accuracy_test"] = fg["all"]["accuracy"]
     m["gender_accuracy_test_condensed"] = fg["condensed"]["accuracy"]
+    m["n_windows_with_truth"] = {t: sum(r[t] is not None for r in gt) for t in ("emotion", "gender")}
+    m["predicted"] = predicted_labels(labels, sorted(kept))
     return m
+
+
+def predicted_labels(labels: dict[str, Any], idx: Sequence[int]) -> dict[str, Any]:
+    """What the final annotators said over the kept windows of every split: the one summary an unlabelled corpus
+    has (no truth to score against). Label counts per task and the mean of each dimension."""
+    out: dict[str, Any] = {"n_windows": len(idx)}
+    for task in ("emotion", "gender"):
+        pred = labels[task]["final"][0]
+        out[task] = dict(sorted(Counter(str(pred[i]) for i in idx if pred[i] is not None).items()))
+    dims = [labels["dimensional"]["final"][0][i] for i in idx]
+    dims = [d for d in dims if d is not None]
+    out["dimensional_mean"] = ({d: round(float(np.mean([v[j] for v in dims])), 3) for j, d in enumerate(DIMENSIONS)}
+                               if dims else None)
+    return out
 
 
 def _reason_kind(reason: str | None) -> str:

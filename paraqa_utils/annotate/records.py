@@ -43,6 +43,7 @@ class AnnotateConfig:
     dimensional_backends: str
     acoustic_features: str
     label_map: str
+    trust_remote_code: bool  # hf: checkpoints that ship their own model code (MERaLiON-SER-v1) run only when True
     external_annotators: dict  # name -> {"command": ..., "timeout_s": ..., "retries": ...} for ext:<name> backends
     consistency_filter: bool
     valence_positive_above: float

@@ -262,7 +262,8 @@ def label_windows(stage: runs.Stage, clips: Sequence[dict], prep: Prepared, cfg:
             elif b.startswith("acoustic@"):  # a recogniser trained on another, labelled corpus: needs no labels here
                 rec = recognisers.AcousticRecogniser.load(b[len("acoustic@"):])
                 members[b] = rec.predict(task, feature_matrix(prep, order, rec.features))
-                stage.record_model(f"{task}:{b}", b[len("acoustic@"):], trained=rec.info)
+                stage.record_model(f"{task}:{b}", b[len("acoustic@"):], trained=rec.info,
+                                   sha256=runs.sha256_file(b[len("acoustic@"):]))
             elif b.startswith("acoustic"):
                 spec = b.split(":", 1)[1] if ":" in b else cfg.acoustic_features
                 if spec not in trained:
@@ -277,7 +278,8 @@ def label_windows(stage: runs.Stage, clips: Sequence[dict], prep: Prepared, cfg:
                 members[b] = external.predict(stage, clips, prep, name, cfg.external_annotators[name], task, label_map,
                                               order, out["annotator_failures"].setdefault(f"{task}:{b}", {}))
             else:
-                members[b] = hf_predict(stage, clips, prep, b.split(":", 1)[1], task, label_map, order, cfg.device)
+                members[b] = hf_predict(stage, clips, prep, b.split(":", 1)[1], task, label_map, order, cfg.device,
+                                        cfg.trust_remote_code)
             out["compute_s"][f"{task}:{b}"] = round(time.perf_counter() - t, 3)
         single = len(members) == 1
         final = (recognisers.mean_dimensions([m[0] for m in members.values()]), [None] * len(gt)) \

@@ -8,6 +8,9 @@
 2. Step time: 1 process with grad_accum 2 against 2 gloo processes with grad_accum 1 (the same effective batch of
    4); the ideal for 2 processes on 2 cores is 0.5x, and tiny shapes are dominated by per-step overhead
    (all-reduce, Python), so this measures the launcher's cost, not a speed-up a real model would see.
+3. DeepSpeed ZeRO-2 (params/launch/zero2_bf16.json) over the same 2 processes: launch overhead and step time
+   against plain DDP's (the engine's own bucketing and partitioned optimizer step; the first DeepSpeed launch on a
+   machine also compiles DeepSpeed's shared-memory op, ~1 min, cached afterwards).
 All figures come from one run; the machine is noisy, compare ratios within it.
 """
 from __future__ import annotations
@@ -40,8 +43,8 @@ def main() -> None:
         whisper, llm = save_tiny_models(tmp / "models")
         d = run / "03_explicit_merge"
 
-        def cfg(out: str, accum: int):
-            return make_config(condition="implicit", train_file=str(d / "train_implicit.jsonl"), run_dir=str(run),
+        def cfg(out: str, accum: int, **kw):
+            return make_config(**kw, condition="implicit", train_file=str(d / "train_implicit.jsonl"), run_dir=str(run),
                                out_dir=str(tmp / out), whisper_model=str(whisper), llm_model=str(llm),
                                train_mode="adapter", n_steps=args.steps, batch_size=2, grad_accum=accum,
                                torch_threads=1, progress=False, test_files={})
@@ -62,6 +65,12 @@ def main() -> None:
         print(f"2. median step time, effective batch 4, {args.steps} steps: in-kernel 1 process x accum 2 "
               f"{base * 1000:.1f} ms; torchrun 1 process x accum 2 {r1 * 1000:.1f} ms; torchrun 2 processes x "
               f"accum 1 {r2 * 1000:.1f} ms = {r2 / base:.2f}x the in-kernel step (ideal 0.50x on 2 idle cores)")
+        zero2 = str(Path(__file__).resolve().parents[1] / "params" / "launch" / "zero2_bf16.json")
+        s3 = workers.run_subprocess(cfg("ds2", 1, deepspeed_config=zero2), L.Launch("torchrun", 2, main_port=free_port()),
+                                    echo=lambda _: None)
+        r3 = step_s("ds2")
+        print(f"3. ZeRO-2 x2: launch overhead {s3['launch']['first_step_s']:.1f} s; median step {r3 * 1000:.1f} ms = "
+              f"{r3 / r2:.2f}x the DDP x2 step")
 
 
 if __name__ == "__main__":

@@ -13,12 +13,24 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from paraqa_utils.stages import REPO_ROOT, STAGES
 
 
+EXTERNAL_MODEL = "qwen2_audio_tiny"
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """The whole pipeline on params/smoke.yaml, once per session: (run folder, runner stdout)."""
+    """The whole pipeline on params/smoke.yaml, once per session: (run folder, runner stdout). One model the run does
+    not train, a tiny random Qwen2-Audio (`external_models`), answers the test sets beside the trained conditions:
+    the pipeline path of `paraqa_utils.evaluate`'s models."""
+    import json
+
+    from paraqa_utils.testing.tiny_models import save_tiny_qwen2_audio
+
     root = tmp_path_factory.mktemp("runs")
+    qwen = save_tiny_qwen2_audio(tmp_path_factory.mktemp("qwen"))
     env = {**os.environ, "PARAQA_RUNS": str(root)}
-    proc = subprocess.run([sys.executable, "-m", "paraqa_utils.pipeline", "--profile", "smoke", "--run-id", "smoke"],
+    external = json.dumps({EXTERNAL_MODEL: f"hf:{qwen}#max_new_tokens=8"})
+    proc = subprocess.run([sys.executable, "-m", "paraqa_utils.pipeline", "--profile", "smoke", "--run-id", "smoke",
+                           "--set", f"04_finetune.external_models={external}"],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return root / "smoke", proc.stdout

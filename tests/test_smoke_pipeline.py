@@ -6,6 +6,7 @@ import yaml
 
 from paraqa_utils import runs
 from paraqa_utils.stages import STAGES
+from tests.conftest import EXTERNAL_MODEL
 
 pytestmark = pytest.mark.smoke
 # Stages whose notebook is still a placeholder (implemented: false). Shrinks as issues land.
@@ -106,18 +107,30 @@ def test_finetune_stage(smoke_run):
     assert len(preds) == m["n_predictions"] > 0
     assert sum(bool(p["answer"].strip()) for p in preds) >= 0.9 * len(preds), "answers must not be empty"
     assert {p["test_set"] for p in preds} >= {"cpqa_ref", "emotion", "gender", "asr"}
+    # the external model answered exactly the items the trained conditions answered (paired), with plain prompts
+    items = {c: sorted((p["test_set"], p["item_id"]) for p in preds if p["condition"] == c)
+             for c in ("zero_shot", EXTERNAL_MODEL)}
+    assert items[EXTERNAL_MODEL] == items["zero_shot"] and items["zero_shot"]
+    ext = [p for p in preds if p["condition"] == EXTERNAL_MODEL]
+    assert all(p["external"] and p["error"] is None and "Detected voice cues" not in p["prompt"] for p in ext)
+    assert m["external_models"][EXTERNAL_MODEL]["n_items"] == len(ext)
 
 
 def test_judge_stage(smoke_run):
     run, _ = smoke_run
     m = metrics(run, "05_judge")
     assert m["n_judgments"] > 0
-    for judge, rate in m["parse_fail_rate"].items():
-        assert rate <= 0.1, f"{judge}: {rate:.0%} of replies had no usable rating"
     rows = [json.loads(l) for l in open(run / "05_judge" / "judgments.jsonl")]
+    for judge in m["parse_fail_rate"]:
+        # on the trained conditions' answers; the random external model's ("[\x7f23 the-is") makes SmolLM2 echo
+        # "rating": 23, out of range: recorded unparsed, counted in the rate, never a crash
+        mine = [r["parse_ok"] for r in rows if r["judge"] == judge and r["condition"] != EXTERNAL_MODEL]
+        assert mine and sum(mine) >= 0.9 * len(mine), f"{judge}: {1 - sum(mine) / len(mine):.0%} unparsed"
+        theirs = [r["parse_ok"] for r in rows if r["judge"] == judge and r["condition"] == EXTERNAL_MODEL]
+        assert theirs, f"{judge} judged none of {EXTERNAL_MODEL}'s answers"
     assert all(r["prompt_sha256"] and r["judge_model"] for r in rows)
     assert all(0 <= r["score"] <= (1 if "binary" in r["judge"] else 5) for r in rows if r["parse_ok"])
-    assert set(m["asr_wer"]) == {"zero_shot", "baseline", "implicit_explicit"}
+    assert set(m["asr_wer"]) == {"zero_shot", "baseline", "implicit_explicit", EXTERNAL_MODEL}
     assert all(v["n"] >= 1 and 0 <= v["value"] for v in m["asr_wer"].values())
     # the offline facet scorer took every open-ended and label answer (no LLM, so no cap), every one parsed
     offline = [r for r in rows if r["judge"] == "offline/facets_v2" and not r["probe"]]
@@ -133,10 +146,13 @@ def test_analysis_stage(smoke_run):
     assert m["missing_inputs"] == [] and (run / "06_analysis" / "fig_va_scatter.png").stat().st_size > 10_000
     rows = {(r["judge"], r["condition"]) for r in m["main"]}
     judges = {j for j, _ in rows}
-    assert judges and rows == {(j, c) for j in judges for c in ("zero_shot", "baseline", "implicit_explicit")}
+    # the external model sits in the main table beside the trained conditions
+    assert judges and rows == {(j, c) for j in judges
+                               for c in ("zero_shot", "baseline", "implicit_explicit", EXTERNAL_MODEL)}
     assert all({"micro", "ci_low", "ci_high", "n_items"} <= set(r) for r in m["main"])
     learning = m["learning"]["conditions"]
-    assert set(learning) == {"zero_shot", "baseline", "implicit_explicit"}
+    assert set(learning) == {"zero_shot", "baseline", "implicit_explicit"}  # learning: trained here only
+    assert m["learning"]["external_models"] == [EXTERNAL_MODEL]
     for c, v in learning.items():
         assert v["asr_wer"]["n"] >= 1 and v["gender_accuracy"]["n"] >= 1 and v["emotion_ua"]["n"] >= 1, c
         assert (v["loss_drop"]["value"] is None) == (c == "zero_shot"), c

@@ -61,7 +61,9 @@ def learning_block(inp: Inputs) -> dict[str, Any]:
     cls = pd.DataFrame(m5.get("classification") or [], columns=["condition", "test_set", "wa", "ua", "n"])
     cls = cls.drop_duplicates(["condition", "test_set"], keep="last").set_index(["condition", "test_set"])
     asr = m5.get("asr_wer") or {}
-    names = list(dict.fromkeys([*m4.get("conditions", {}), *asr, *cls.index.get_level_values(0)]))
+    external = sorted(m4.get("external_models") or {})  # answered, not trained here: the main table has them
+    names = [c for c in dict.fromkeys([*m4.get("conditions", {}), *asr, *cls.index.get_level_values(0)])
+             if c not in external]
     names.sort(key=lambda c: c != ZERO_SHOT)
     out: dict[str, Any] = {}
     for c in names:
@@ -89,6 +91,7 @@ def learning_block(inp: Inputs) -> dict[str, Any]:
     built = list(m3.get("conditions") or {})
     return {"conditions": out, "emotion_ua_chance": chance,
             "untrained_conditions": [c for c in built if c not in (m4.get("conditions") or {})],
+            "external_models": external,
             "thresholds": {"min_loss_drop": MIN_LOSS_DROP, "asr_wer": f"below {ZERO_SHOT}'s",
                            "min_gender_accuracy": MIN_GENDER_ACCURACY, "emotion_ua_margin_over_chance": EMOTION_UA_MARGIN}}
 

@@ -35,7 +35,9 @@ def external_predictions(stage: runs.Stage, models: dict[str, str], plan: dict[s
     trained condition is refused. Failed items keep an empty answer and their error (05 judges them as no answer)."""
     if not models:
         return {}
-    test_files = next(iter(plan.values())).test_files if plan else {}
+    first = next(iter(plan.values()), None)
+    test_files = first.test_files if first else {}
+    cap = first.max_test_items if first else 0  # the trained conditions' items, so every model is paired on them
     clash = sorted(set(models) & set(plan))
     if clash:
         raise endpoint.ModelSpecError(f"external_models {clash} use the name of a trained condition")
@@ -44,7 +46,8 @@ def external_predictions(stage: runs.Stage, models: dict[str, str], plan: dict[s
     for name, m in parsed.items():
         items = []
         for tset, path in sorted(test_files.items()):
-            for r in runs.read_jsonl(Path(path)):
+            rows_of_set = list(runs.read_jsonl(Path(path)))
+            for r in rows_of_set[:cap] if cap else rows_of_set:
                 items.append({"id": r["item_id"], "test_set": tset, "question_type": r.get("question_type"),
                               "audio_path": str(Path(r["audio_path"]) if Path(r["audio_path"]).is_absolute()
                                                 else stage.run_dir / r["audio_path"]),

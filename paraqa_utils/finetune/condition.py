@@ -14,7 +14,7 @@ import torch
 from paraqa_utils import runs
 from paraqa_utils.finetune import distributed
 from paraqa_utils.finetune import speech_llm
-from paraqa_utils.finetune import training
+from paraqa_utils.finetune import training, zero
 from paraqa_utils.finetune.config import ConfigError, FinetuneConfig, load_config, save_config
 from paraqa_utils.finetune.speech_data import EncoderCache, PromptFormat, collate, encode_records
 
@@ -170,12 +170,16 @@ def run_condition(cfg: FinetuneConfig) -> dict[str, Any]:
             raise training.TrainingError(f"{cfg.condition}: none of the {len(records)} training examples is usable "
                                          f"({train_counts})")
         settings = training.TrainSettings(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(training.TrainSettings)})
-        wrapped = distributed.wrap(model, info, device, cfg.fsdp)
-        autocast = torch.bfloat16 if dtype == torch.bfloat16 and device.type == "cuda" else None
+        ds = (zero.fill(zero.read(cfg.deepspeed_config), cfg.batch_size, cfg.grad_accum, info.world,
+                        cfg.max_grad_norm, dtype == torch.bfloat16) if cfg.deepspeed_config else None)
+        wrapped = model if ds else distributed.wrap(model, info, device, cfg.fsdp)  # the engine wraps it itself
+        autocast = torch.bfloat16 if dtype == torch.bfloat16 and device.type == "cuda" and not ds else None
+        if ds:
+            summary["deepspeed"] = {**zero.describe(ds), "config": cfg.deepspeed_config}
         summary.update(train_counts, n_train_examples=len(samples), **training.train(
             model, samples, cache, settings, Path(cfg.out_dir) / "_cache" / "checkpoints" / cfg.condition,
             cond_dir / "train_log.jsonl", fingerprint(cfg, model), cfg.to_dict(), device, autocast,
-            wrapped if wrapped is not model else None, info, cfg.fsdp and info.world > 1, cfg.progress))
+            wrapped if wrapped is not model else None, info, cfg.fsdp and info.world > 1, cfg.progress, ds))
         summary["train_cache"] = cache.stats()
     else:
         summary.update(n_train_examples=0, steps=0)

@@ -55,6 +55,7 @@ class FinetuneConfig:
     dtype: str  # auto: bf16 on GPUs, float32 on CPU
     gradient_checkpointing: bool
     fsdp: bool
+    deepspeed_config: str  # "" = none; else a DeepSpeed JSON (ZeRO stage 0-2) whose engine steps the optimizer
     save_every_steps: int  # 0 = a checkpoint at the end only
     resume: bool  # continue from this condition's own checkpoint, if one exists
     resume_from: str  # or from this checkpoint folder (refused if made for another condition/model)
@@ -83,7 +84,8 @@ class FinetuneConfig:
                   (self.max_new_tokens >= 1, "max_new_tokens must be >= 1"),
                   (self.max_seq_len >= 16, "max_seq_len must be >= 16"),
                   (self.train_mode == "adapter" or bool(self.target_modules()),
-                   "adapter+lora needs lora_target_modules")]
+                   "adapter+lora needs lora_target_modules"),
+                  (not (self.fsdp and self.deepspeed_config), "fsdp and deepspeed_config exclude each other")]
         problems = [msg for ok, msg in checks if not ok]
         if problems:
             raise ConfigError("fine-tuning config:\n  - " + "\n  - ".join(problems))

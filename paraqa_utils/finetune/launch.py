@@ -106,7 +106,7 @@ def visible_gpus(device: str) -> int:
 
 
 def read_accelerate_config(path: str) -> tuple[str, dict[str, Any]]:
-    """(distributed_type, FinetuneConfig overrides) from an accelerate config file; DeepSpeed is refused."""
+    """(distributed_type, FinetuneConfig overrides) from an accelerate config file (FSDP, DeepSpeed, DDP)."""
     import yaml
 
     p = Path(path)
@@ -114,12 +114,23 @@ def read_accelerate_config(path: str) -> tuple[str, dict[str, Any]]:
         raise LaunchError(f"accelerate_config={path!r}: no such file (the repo ships params/launch/*.yaml)")
     data = yaml.safe_load(p.read_text()) or {}
     kind = str(data.get("distributed_type", "NO")).upper()
-    if kind == "DEEPSPEED":
-        raise LaunchError(f"{path}: distributed_type DEEPSPEED is not supported: 04's training loop does not hand "
-                          "its model to a DeepSpeed engine; shard with FSDP instead (params/launch/fsdp_bf16.yaml)")
-    if kind not in ("NO", "MULTI_GPU", "MULTI_CPU", "FSDP"):
-        raise LaunchError(f"{path}: distributed_type {kind} is not one of NO, MULTI_GPU, MULTI_CPU, FSDP")
+    if kind not in ("NO", "MULTI_GPU", "MULTI_CPU", "FSDP", "DEEPSPEED"):
+        raise LaunchError(f"{path}: distributed_type {kind} is not one of NO, MULTI_GPU, MULTI_CPU, FSDP, DEEPSPEED")
     overrides: dict[str, Any] = {}
+    if kind == "DEEPSPEED":
+        from paraqa_utils.finetune import zero
+
+        ds_file = (data.get("deepspeed_config") or {}).get("deepspeed_config_file")
+        if not ds_file:
+            raise LaunchError(f"{path}: DEEPSPEED needs deepspeed_config.deepspeed_config_file, a DeepSpeed JSON whose "
+                              "\"auto\" values 04 fills (params/launch/zero2_bf16.json)")
+        if "mixed_precision" in data:
+            raise LaunchError(f"{path}: remove mixed_precision; with a DeepSpeed JSON, bf16 is set there")
+        try:
+            zero.read(ds_file)
+        except zero.ZeroConfigError as exc:
+            raise LaunchError(f"{path}: {exc}") from None
+        overrides["deepspeed_config"] = ds_file
     if kind == "FSDP":
         fs = data.get("fsdp_config") or {}
         strategy = str(fs.get("fsdp_sharding_strategy", "FULL_SHARD")).upper()
@@ -134,15 +145,20 @@ def read_accelerate_config(path: str) -> tuple[str, dict[str, Any]]:
 
 
 def resolve(settings: LaunchSettings, device: str = "auto", n_gpus: int | None = None,
-            n_cpus: int | None = None) -> Launch:
+            n_cpus: int | None = None, deepspeed: str = "") -> Launch:
     """The launch for this machine: `auto` is inprocess on CPU or one GPU, torchrun over every visible GPU
-    otherwise. Refuses more processes than devices, and picks another port when the one asked for is taken."""
+    otherwise (and always for a DeepSpeed config: its engine runs in worker processes). Refuses more processes
+    than devices, and picks another port when the one asked for is taken."""
     gpus = visible_gpus(device) if n_gpus is None else n_gpus
     cpus = n_cpus or os.cpu_count() or 1
     on = "cuda" if gpus else "cpu"
     kind = settings.launcher
     if kind == "auto":
-        kind = "torchrun" if settings.n_nodes > 1 or gpus > 1 or settings.n_processes > 1 else "inprocess"
+        kind = "torchrun" if settings.n_nodes > 1 or gpus > 1 or settings.n_processes > 1 or deepspeed \
+            else "inprocess"
+    if kind == "inprocess" and deepspeed:
+        raise LaunchError(f"deepspeed_config={deepspeed!r} needs launcher=torchrun or accelerate: the DeepSpeed "
+                          "engine runs in worker processes")
     if kind == "inprocess":
         if settings.n_processes > 1 or settings.n_nodes > 1:
             raise LaunchError(f"launcher=inprocess runs one process: n_processes={settings.n_processes}, "
@@ -152,7 +168,9 @@ def resolve(settings: LaunchSettings, device: str = "auto", n_gpus: int | None =
     if gpus and n > gpus:
         raise LaunchError(f"n_processes={n} but only {gpus} GPU(s) are visible (CUDA_VISIBLE_DEVICES="
                           f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): lower n_processes, or 0 for all")
-    if kind == "accelerate" and not gpus and n > 1:
+    dist_type, overrides = (read_accelerate_config(settings.accelerate_config)
+                            if kind == "accelerate" and settings.accelerate_config else ("", {}))
+    if kind == "accelerate" and not gpus and n > 1 and dist_type != "DEEPSPEED":
         raise LaunchError(f"launcher=accelerate with n_processes={n} on CPU: accelerate launch starts one process "
                           "there (measured); use launcher=torchrun for several gloo processes on CPU")
     if not gpus and n > cpus:
@@ -169,8 +187,6 @@ def resolve(settings: LaunchSettings, device: str = "auto", n_gpus: int | None =
         elif port_in_use(port):
             taken, port = port, free_port()
             notes.append(f"main_port {taken} is in use on this machine; using {port} instead")
-    dist_type, overrides = (read_accelerate_config(settings.accelerate_config)
-                            if kind == "accelerate" and settings.accelerate_config else ("", {}))
     return Launch(kind, n, settings.n_nodes, settings.node_rank, address, port, settings.accelerate_config,
                   dist_type, overrides, tuple(notes), on)
 
@@ -184,7 +200,10 @@ def command(launch: Launch, config_path: Path, extra: tuple[str, ...] = ()) -> l
                 f"--master-addr={launch.main_address}", f"--master-port={launch.main_port}", *worker]
     if launch.launcher == "accelerate":
         cfg = ["--config_file", launch.accelerate_config] if launch.accelerate_config else []
-        mode = ["--cpu"] if launch.device == "cpu" else (["--multi_gpu"] if launch.world > 1 and not cfg else [])
+        # --cpu would skip DeepSpeed and start one plain process (measured): a DeepSpeed config runs without it
+        cpu = launch.device == "cpu" and launch.distributed_type != "DEEPSPEED"
+        mode = ["--cpu"] if cpu else (["--multi_gpu"] if launch.world > 1 and not cfg and launch.device != "cpu"
+                                      else [])
         return [sys.executable, "-m", "accelerate.commands.launch", *cfg, *mode,
                 "--num_processes", str(launch.world), "--num_machines", str(launch.n_nodes),
                 "--machine_rank", str(launch.node_rank), "--main_process_ip", launch.main_address,

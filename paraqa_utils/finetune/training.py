@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from paraqa_utils import runs
-from paraqa_utils.finetune import distributed
+from paraqa_utils.finetune import distributed, zero
 from paraqa_utils.finetune.distributed import DistInfo
 from paraqa_utils.finetune.speech_data import Encoded, EncoderCache, collate, length_grouped_batches, n_steps_per_epoch
 
@@ -92,11 +92,11 @@ def micro_batches(samples: Sequence[Encoded], settings: TrainSettings, rank: int
 # ------------------------------------------------------------------------------------------------ checkpoints
 def save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, step: int,
                     fingerprint: dict[str, Any], config: dict[str, Any], info: DistInfo = DistInfo(),
-                    sharded_optimizer: bool = False) -> None:
+                    sharded_optimizer: bool = False, engine: Any = None) -> None:
     """Trainable weights, optimizer and RNG state, written to a temp folder then renamed (a kill keeps the old one).
 
     Every rank must call it (gathering FSDP shards is collective); rank 0 writes, except that FSDP's optimizer
-    state is sharded and each rank writes its own part.
+    state is sharded and each rank writes its own part; a DeepSpeed `engine` writes its partitions into zero/.
     """
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
@@ -105,10 +105,12 @@ def save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     distributed.barrier(info)
+    if engine is not None:
+        zero.save_state(engine, tmp / "zero")
     if info.main or sharded_optimizer:
         name = f"optimizer.rank{info.rank}.pt" if sharded_optimizer else "optimizer.pt"
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state()}, tmp / name)
+        torch.save({"optimizer": optimizer.state_dict() if engine is None else None,
+                    "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()}, tmp / name)
     distributed.barrier(info)
     if info.main:
         torch.save(weights, tmp / "trainable.pt")
@@ -130,7 +132,7 @@ def check_fingerprint(state: dict[str, Any], fingerprint: dict[str, Any], where:
 
 def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                     fingerprint: dict[str, Any], info: DistInfo = DistInfo(), sharded_optimizer: bool = False,
-                    total: int | None = None) -> int:
+                    total: int | None = None, engine: Any = None) -> int:
     """Restore a checkpoint after checking its fingerprint; returns the optimizer steps already done.
 
     A checkpoint at or beyond `total` steps only restores the weights: nothing is left to train, so e.g. an FSDP
@@ -157,7 +159,10 @@ def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
         return int(state["step"])
     rest = torch.load(folder / (f"optimizer.rank{info.rank}.pt" if sharded_optimizer else "optimizer.pt"),
                       weights_only=False)
-    optimizer.load_state_dict(rest["optimizer"])
+    if engine is not None:
+        zero.load_state(engine, folder / "zero")  # its partitions of the optimizer (and fp32 weights)
+    else:
+        optimizer.load_state_dict(rest["optimizer"])
     scheduler.load_state_dict(rest["scheduler"])
     torch.set_rng_state(rest["torch_rng"])
     return int(state["step"])
@@ -172,11 +177,12 @@ def _is_oom(exc: BaseException) -> bool:
 def train(model: nn.Module, samples: Sequence[Encoded], cache: EncoderCache, settings: TrainSettings,
           ckpt_dir: Path, log_path: Path, fingerprint: dict[str, Any], config: dict[str, Any],
           device: torch.device, autocast_dtype: torch.dtype | None = None, wrapped: nn.Module | None = None,
-          info: DistInfo = DistInfo(), sharded: bool = False, progress: bool = True) -> dict[str, Any]:
+          info: DistInfo = DistInfo(), sharded: bool = False, progress: bool = True,
+          zero_config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train the trainable parameters of `model` (adapter, LoRA); returns figures for metrics.json.
 
     `wrapped` is the DDP module when distributed (forward goes through it; checkpoints use `model`); with FSDP
-    (`sharded`) the model itself is sharded in place.
+    (`sharded`) the model itself is sharded in place; with `zero_config` a DeepSpeed engine steps the optimizer.
     Loss = sum of answer-token cross-entropies / answer tokens in the whole accumulation window, so a step's
     gradient does not depend on how the window was split into micro-batches.
     """
@@ -189,10 +195,12 @@ def train(model: nn.Module, samples: Sequence[Encoded], cache: EncoderCache, set
     n_total = total_steps(settings, len(samples), info.world)
     warmup = int(settings.warmup_ratio * n_total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(settings.schedule, warmup, n_total))
+    engine = zero.initialize(model, optimizer, zero_config) if zero_config else None
+    wrapped = engine if engine is not None else wrapped
     step = 0
     source = Path(settings.resume_from) if settings.resume_from else Path(ckpt_dir)
     if (settings.resume or settings.resume_from) and (source / "state.json").exists():
-        step = load_checkpoint(source, model, optimizer, scheduler, fingerprint, info, sharded, n_total)
+        step = load_checkpoint(source, model, optimizer, scheduler, fingerprint, info, sharded, n_total, engine)
         if step > n_total:
             raise ResumeRefused(f"{source} is at step {step}, beyond this run's {n_total} steps; raise n_steps "
                                 "or start fresh (resume=False)")
@@ -227,7 +235,8 @@ def train(model: nn.Module, samples: Sequence[Encoded], cache: EncoderCache, set
         for j, (epoch, b) in enumerate(window):
             batch = [samples[i] for i in b]
             ids = [s.uid for s in batch]
-            sync = contextlib.nullcontext() if j == len(window) - 1 or wrapped is model else wrapped.no_sync()
+            last = j == len(window) - 1 or wrapped is model or engine is not None  # the engine syncs itself
+            sync = contextlib.nullcontext() if last else wrapped.no_sync()
             try:
                 with sync:
                     states = cache.get(batch)
@@ -238,7 +247,11 @@ def train(model: nn.Module, samples: Sequence[Encoded], cache: EncoderCache, set
                         raise NonFiniteLoss(f"loss is {loss_sum.item()} at step {step + 1} (epoch {epoch}, "
                                             f"micro-batch {j + 1}/{len(window)}); example ids: {ids}. Lower lr "
                                             f"(now {settings.lr}) or check these examples")
-                    (loss_sum * scale).backward()
+                    if engine is None:
+                        (loss_sum * scale).backward()
+                    else:  # the window's scale is 04's, not 1/grad_accum; step() acts at the window's end
+                        engine.backward(loss_sum * scale, scale_wrt_gas=False)
+                        engine.step()
             except TrainingError:
                 raise
             except (torch.OutOfMemoryError, RuntimeError) as exc:
@@ -252,12 +265,13 @@ def train(model: nn.Module, samples: Sequence[Encoded], cache: EncoderCache, set
             step_loss += loss_sum.item()
             n_examples += len(batch)
             n_tokens += sum(len(s.input_ids) for s in batch)
-        if settings.max_grad_norm > 0:
+        if settings.max_grad_norm > 0 and engine is None:  # the engine clips with its gradient_clipping
             torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
         lr = scheduler.get_last_lr()[0]
-        optimizer.step()
+        if engine is None:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
         scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
         step += 1
         loss_all, n_window = distributed.all_sum([step_loss, float(sum(len(b) for _, b in window))], info, device)
         loss = loss_all / max(n_label, 1)
@@ -268,12 +282,12 @@ def train(model: nn.Module, samples: Sequence[Encoded], cache: EncoderCache, set
                                          "n_examples": int(n_window),
                                          "n_answer_tokens": int(n_label), "time": round(time.time(), 3)})
         if settings.save_every_steps and step % settings.save_every_steps == 0 and step < n_total:
-            save_checkpoint(ckpt_dir, model, optimizer, scheduler, step, fingerprint, config, info, sharded)
+            save_checkpoint(ckpt_dir, model, optimizer, scheduler, step, fingerprint, config, info, sharded, engine)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}")
     bar.close()
     if losses:
-        save_checkpoint(ckpt_dir, model, optimizer, scheduler, step, fingerprint, config, info, sharded)
+        save_checkpoint(ckpt_dir, model, optimizer, scheduler, step, fingerprint, config, info, sharded, engine)
     seconds = time.perf_counter() - t_start
     curve = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()] if rank == 0 else []
     return {"steps": step, "steps_this_run": len(losses), "train_seconds": round(seconds, 3),

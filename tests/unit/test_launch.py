@@ -3,6 +3,7 @@ check, and 2 gloo processes under torchrun matching 1 process with twice the gra
 from __future__ import annotations
 
 import dataclasses
+import json
 import socket
 import sys
 from pathlib import Path
@@ -12,10 +13,10 @@ import torch
 
 from paraqa_utils import runs
 from paraqa_utils.finetune import launch as L
-from paraqa_utils.finetune import memory, training
+from paraqa_utils.finetune import memory, training, zero
 from paraqa_utils.finetune import workers as W
 from paraqa_utils.finetune.condition import run_condition
-from paraqa_utils.finetune.config import make_config
+from paraqa_utils.finetune.config import ConfigError, make_config
 from paraqa_utils.finetune.conditions import run_plan
 
 
@@ -85,13 +86,12 @@ def test_shipped_accelerate_configs_map_onto_the_training_config():
     assert ddp.distributed_type == "MULTI_GPU" and ddp.overrides == {"dtype": "bfloat16"}
 
 
-def test_deepspeed_and_missing_accelerate_configs_are_refused(tmp_path):
-    ds = tmp_path / "ds.yaml"
-    ds.write_text("distributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: 3\n")
-    with pytest.raises(L.LaunchError, match="DEEPSPEED is not supported"):
-        L.resolve(settings(launcher="accelerate", accelerate_config=str(ds)), n_gpus=2)
+def test_missing_accelerate_configs_are_refused(tmp_path):
     with pytest.raises(L.LaunchError, match="no such file"):
         L.resolve(settings(launcher="accelerate", accelerate_config=str(tmp_path / "nope.yaml")), n_gpus=2)
+    (tmp_path / "ds.yaml").write_text("distributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: 3\n")
+    with pytest.raises(L.LaunchError, match="needs deepspeed_config.deepspeed_config_file"):
+        L.resolve(settings(launcher="accelerate", accelerate_config=str(tmp_path / "ds.yaml")), n_gpus=2)
 
 
 # --- memory ----------------------------------------------------------------------------------------------------
@@ -225,3 +225,60 @@ def test_accelerate_launch_runs_the_worker_on_cpu(merged, tmp_path, tiny_checkpo
     got = W.run_subprocess(cfg_for(merged, tmp_path, tiny_checkpoints), launch, lambda _: None)
     assert got["launch"]["command"].split()[1:3] == ["-m", "accelerate.commands.launch"] and "--cpu" in got["launch"]["command"]
     assert got["steps"] == 3 and got["n_predictions"] == 4 and got["world_size"] == 1
+
+
+# --- DeepSpeed ZeRO-2 ----------------------------------------------------------------------------------------------
+ZERO2 = str(SHIPPED / "zero2_bf16.json")
+
+
+def test_zero2_under_torchrun_follows_the_one_process_curve_and_resumes_its_optimizer(merged, tmp_path,
+                                                                                       tiny_checkpoints):
+    """DeepSpeed ZeRO-2 over 2 gloo processes (its engine steps 04's AdamW, optimizer state sharded) gives the
+    1-process, 2x-accumulation curve; killed after 3 of 5 steps and resumed, it restores its optimizer partitions,
+    so steps 4-5 match the uninterrupted run too (a fresh AdamW state would not)."""
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("needs torch.distributed with gloo")
+    run_condition(cfg_for(merged, tmp_path / "one", tiny_checkpoints, grad_accum=2, n_steps=5))
+    launch = L.resolve(settings(launcher="torchrun", n_processes=2), device="cpu", n_cpus=2, deepspeed=ZERO2)
+    first = W.run_subprocess(cfg_for(merged, tmp_path / "two", tiny_checkpoints, deepspeed_config=ZERO2), launch,
+                             lambda _: None)
+    assert first["deepspeed"]["zero_stage"] == 2 and first["deepspeed"]["train_batch_size"] == 4
+    assert first["deepspeed"]["bf16"] is False  # "auto" follows 04's dtype: float32 on CPU
+    ckpt = tmp_path / "two" / "_cache" / "checkpoints" / "implicit"
+    assert (ckpt / "zero").is_dir() and runs.read_json(ckpt / "state.json")["step"] == 3
+    done = W.run_subprocess(cfg_for(merged, tmp_path / "two", tiny_checkpoints, deepspeed_config=ZERO2, n_steps=5),
+                            launch, lambda _: None)
+    a = list(runs.read_jsonl(tmp_path / "one" / "implicit" / "train_log.jsonl"))
+    b = list(runs.read_jsonl(tmp_path / "two" / "implicit" / "train_log.jsonl"))
+    assert [r["step"] for r in b] == [1, 2, 3, 4, 5] and done["steps_this_run"] == 2
+    assert [r["n_answer_tokens"] for r in a] == [r["n_answer_tokens"] for r in b]
+    assert [r["loss"] for r in b] == pytest.approx([r["loss"] for r in a], rel=1e-4) and a[0]["loss"] > a[-1]["loss"]
+    pa = {r["item_id"] for r in runs.read_jsonl(tmp_path / "one" / "implicit" / "predictions.jsonl")}
+    pb = {r["item_id"] for r in runs.read_jsonl(tmp_path / "two" / "implicit" / "predictions.jsonl")}
+    assert pa == pb and len(pa) == 4
+
+
+def test_deepspeed_configs_map_and_bad_ones_are_refused_naming_the_key(tmp_path):
+    ds = L.resolve(settings(launcher="accelerate", accelerate_config=str(SHIPPED / "zero2_bf16.yaml")), n_gpus=8)
+    assert ds.distributed_type == "DEEPSPEED" and ds.overrides == {"deepspeed_config": "params/launch/zero2_bf16.json"}
+    cpu = L.resolve(settings(launcher="accelerate", n_processes=2, accelerate_config=str(SHIPPED / "zero2_bf16.yaml")),
+                    device="cpu", n_cpus=2)
+    assert "--cpu" not in L.command(cpu, Path("x.yaml"))  # --cpu would start one plain process, no DeepSpeed
+    assert L.resolve(settings(), device="cpu", n_cpus=2, deepspeed=ZERO2).launcher == "torchrun"  # auto
+    with pytest.raises(L.LaunchError, match="needs launcher=torchrun or accelerate"):
+        L.resolve(settings(launcher="inprocess"), device="cpu", deepspeed=ZERO2)
+    bad = {"zero3": ({"zero_optimization": {"stage": 3}}, "stage 3 is not supported.*fsdp: true"),
+           "own_optimizer": ({"optimizer": {"type": "AdamW"}}, r"remove \['optimizer'\]"),
+           "fp16": ({"fp16": {"enabled": True}}, "fp16 is not supported")}
+    for name, (body, match) in bad.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(body))
+        with pytest.raises(zero.ZeroConfigError, match=match):
+            zero.read(str(tmp_path / f"{name}.json"))
+    with pytest.raises(zero.ZeroConfigError, match="train_micro_batch_size_per_gpu=16.*\"auto\""):
+        zero.fill({"train_micro_batch_size_per_gpu": 16}, 8, 1, 2, 1.0, True)
+    (tmp_path / "acc.yaml").write_text("distributed_type: DEEPSPEED\nmixed_precision: bf16\n"
+                                       f"deepspeed_config:\n  deepspeed_config_file: {ZERO2}\n")
+    with pytest.raises(L.LaunchError, match="remove mixed_precision"):
+        L.read_accelerate_config(str(tmp_path / "acc.yaml"))
+    with pytest.raises(ConfigError, match="exclude each other"):
+        make_config(fsdp=True, deepspeed_config=ZERO2)

@@ -175,7 +175,8 @@ def run_condition(cfg: FinetuneConfig) -> dict[str, Any]:
         wrapped = model if ds else distributed.wrap(model, info, device, cfg.fsdp)  # the engine wraps it itself
         autocast = torch.bfloat16 if dtype == torch.bfloat16 and device.type == "cuda" and not ds else None
         if ds:
-            summary["deepspeed"] = {**zero.describe(ds), "config": cfg.deepspeed_config}
+            summary["deepspeed"] = {**zero.describe(ds), "config": cfg.deepspeed_config,
+                                    "zero_optimization": ds.get("zero_optimization") or {}}
         summary.update(train_counts, n_train_examples=len(samples), **training.train(
             model, samples, cache, settings, Path(cfg.out_dir) / "_cache" / "checkpoints" / cfg.condition,
             cond_dir / "train_log.jsonl", fingerprint(cfg, model), cfg.to_dict(), device, autocast,
@@ -183,8 +184,9 @@ def run_condition(cfg: FinetuneConfig) -> dict[str, Any]:
         summary["train_cache"] = cache.stats()
     else:
         summary.update(n_train_examples=0, steps=0)
-    if cfg.fsdp and info.world > 1:
-        summary["predictions_skipped"] = "FSDP: predict in one process with the saved weights"
+    sharded = (cfg.fsdp or zero.stage_of(summary.get("deepspeed")) == 3) and info.world > 1
+    if sharded:
+        summary["predictions_skipped"] = "sharded weights (FSDP / ZeRO-3): predict in one process with the saved weights"
     elif cfg.test_files:
         preds = predict(model, cache, cfg, device, counts, info)
         # under DDP every process answers its share, so no process idles into a collective timeout
@@ -199,7 +201,8 @@ def run_condition(cfg: FinetuneConfig) -> dict[str, Any]:
                 p.unlink()
         summary.update({f"test_{k}": v for k, v in counts.items()}, n_predictions=len(preds),
                        predict_seconds=round(sum(p["seconds"] for p in preds), 3))
-    save_weights(model, cond_dir, info, cfg.fsdp and info.world > 1)
+    with zero.gathered(model):
+        save_weights(model, cond_dir, info, sharded)
     if info.main:
         summary.update(cache.stats(), seconds=round(time.perf_counter() - t0, 3), config=cfg.to_dict())
         runs.write_json(done, summary)

@@ -53,7 +53,8 @@ def problem(llm_params: int, encoder_params: int, bytes_per_param: int, world: i
     enc = encoder_params * bytes_per_param / 2**30
     room = HEADROOM * free_gib - enc
     shards = math.ceil(llm_params * bytes_per_param / 2**30 / room) if room > 0 else None
-    fix = (f"set fsdp=true with n_processes >= {shards} (the LLM sharded {shards} ways)" if shards
+    fix = (f"set fsdp=true with n_processes >= {shards} (the LLM sharded {shards} ways; or a ZeRO-3 "
+           "deepspeed_config)" if shards
            else "the encoder alone does not fit: use a smaller encoder or a larger GPU")
     return (f"the weights need {need:.1f} GiB per GPU ({llm_params / 1e9:.2f} B LLM + {encoder_params / 1e9:.2f} B "
             f"encoder parameters x {bytes_per_param} bytes{', LLM sharded ' + str(world) + ' ways' if fsdp and world > 1 else ''}"
@@ -70,6 +71,9 @@ def check_fits(cfg: FinetuneConfig, launch: Launch) -> None:
     if llm is None:
         return
     free = min(torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count())) / 2**30
-    msg = problem(llm, enc or 0, BYTES.get(cfg.dtype, 2), launch.world, cfg.fsdp, free)
+    from paraqa_utils.finetune import zero
+
+    shards = cfg.fsdp or (bool(cfg.deepspeed_config) and zero.stage_of(zero.read(cfg.deepspeed_config)) == 3)
+    msg = problem(llm, enc or 0, BYTES.get(cfg.dtype, 2), launch.world, shards, free)
     if msg:
         raise ModelTooLarge(f"{cfg.condition}: {msg}")

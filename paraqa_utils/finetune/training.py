@@ -100,7 +100,8 @@ def save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
     """
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
-    weights = {n: distributed.full_tensor(p).detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
+    with zero.gathered(model):  # ZeRO-3's partitions, whole (FSDP's are gathered by full_tensor)
+        weights = {n: distributed.full_tensor(p).detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
     if info.main:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -153,15 +154,15 @@ def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
     missing = sorted(set(n for n, p in params.items() if p.requires_grad) - set(weights))
     if missing:
         raise ResumeRefused(f"{folder} lacks trainable weights {missing[:5]}: it was made for another setup")
-    for name, tensor in weights.items():
+    if engine is not None:  # the engine restores its own weights (partitioned under ZeRO-3) and optimizer
+        zero.load_state(engine, folder / "zero")
+    for name, tensor in weights.items() if engine is None else ():
         distributed.load_into(params[name], tensor)
     if finished:
         return int(state["step"])
     rest = torch.load(folder / (f"optimizer.rank{info.rank}.pt" if sharded_optimizer else "optimizer.pt"),
                       weights_only=False)
-    if engine is not None:
-        zero.load_state(engine, folder / "zero")  # its partitions of the optimizer (and fp32 weights)
-    else:
+    if engine is None:
         optimizer.load_state_dict(rest["optimizer"])
     scheduler.load_state_dict(rest["scheduler"])
     torch.set_rng_state(rest["torch_rng"])

@@ -108,10 +108,11 @@ def run_subprocess(cfg: FinetuneConfig, launch: Launch, echo: Callable[[str], No
         raise WorkerFailed(f"{cfg.condition}: {launch.launcher} was asked for {launch.world} process(es) but the "
                            f"worker ran with world size {summary.get('world_size')} (see {log_path})")
     if summary.get("predictions_skipped") and cfg.test_files:
-        # FSDP trains sharded; the saved weights are then loaded whole by one process to answer the test sets
+        # FSDP / ZeRO-3 train sharded; the saved weights are then loaded whole by one process to answer the test sets
         one = dataclasses.replace(launch, launcher="torchrun", n_processes=1, n_nodes=1, node_rank=0,
                                   main_address="127.0.0.1", main_port=free_port())
-        rc, tail = stream(command(one, config_path, ("--set", "fsdp=false", "--set", "resume=true")), env,
+        rc, tail = stream(command(one, config_path, ("--set", "fsdp=false", "--set", 'deepspeed_config=""',
+                                                     "--set", "resume=true")), env,
                           log_path, echo)
         if rc != 0:
             raise failure(cfg, one, rc, tail, log_path)

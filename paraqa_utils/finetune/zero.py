@@ -1,14 +1,14 @@
 """DeepSpeed ZeRO for 04_finetune: the condition's training under a DeepSpeed engine, from a DeepSpeed JSON
-(`deepspeed_config`; params/launch/zero2_bf16.json, or the `deepspeed_config_file` of an accelerate config with
-`distributed_type: DEEPSPEED`).
+(`deepspeed_config`: params/launch/zero2_bf16.json or zero3_bf16.json, or the `deepspeed_config_file` of an
+accelerate config with `distributed_type: DEEPSPEED`).
 
 04's loop keeps what it owns: the optimizer (AdamW over the adapter and LoRA), the learning-rate schedule, the
 loss normalised by the answer tokens of the whole accumulation window over all ranks, and the data order. So a
 DeepSpeed config that names its own `optimizer` or `scheduler` is refused, and its "auto" values are filled from
-04's settings. ZeRO stage 2 shards the optimizer state and the gradients (the frozen LLM stays whole on every
-GPU: for an LLM that does not fit one GPU, FSDP full-shard (`fsdp: true`) is the ZeRO-3 path; stage 3 here is
-refused, because the frozen encoder runs outside the engine's forward (the encoder cache), as FSDP's
-`ignored_params` handles).
+04's settings. ZeRO-2 shards the optimizer state and gradients (the frozen LLM stays whole on every GPU); ZeRO-3
+also shards the weights, like FSDP full shard: the frozen audio encoder is kept out of the engine (the encoder
+cache calls it outside the engine's forward), and, as under FSDP, the test sets are then answered by one process
+with the saved weights.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-SUPPORTED_STAGES = (0, 1, 2)
+SUPPORTED_STAGES = (0, 1, 2, 3)
 OWNED_BY_04 = ("optimizer", "scheduler")
 
 
@@ -47,17 +47,28 @@ def read(path: str) -> dict[str, Any]:
                               "the schedule (schedule, warmup_ratio) itself")
     stage = stage_of(ds)
     if stage not in SUPPORTED_STAGES:
-        raise ZeroConfigError(f"deepspeed_config {path}: ZeRO stage {stage} is not supported (stages "
-                              f"{SUPPORTED_STAGES}); to shard the frozen LLM's weights use fsdp: true "
-                              "(params/launch/fsdp_bf16.yaml), 04's ZeRO-3 path")
+        raise ZeroConfigError(f"deepspeed_config {path}: ZeRO stage {stage} is not one of {SUPPORTED_STAGES}")
     if (ds.get("fp16") or {}).get("enabled") in (True, "true"):
         raise ZeroConfigError(f"deepspeed_config {path}: fp16 is not supported (no loss scaling in 04's loop); "
                               "use bf16")
     return ds
 
 
-def stage_of(ds: dict[str, Any]) -> int:
-    return int((ds.get("zero_optimization") or {}).get("stage", 0))
+def stage_of(ds: dict[str, Any] | None) -> int:
+    return int(((ds or {}).get("zero_optimization") or {}).get("stage", 0))
+
+
+def gathered(model: nn.Module) -> Any:
+    """A context in which every ZeRO-3-partitioned trainable parameter of `model` holds its whole value (on every
+    rank: a collective call); a no-op when nothing is partitioned."""
+    import contextlib
+
+    parts = [p for p in model.parameters() if p.requires_grad and hasattr(p, "ds_id")]
+    if not parts:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(parts, modifier_rank=None)
 
 
 def fill(ds: dict[str, Any], batch_size: int, grad_accum: int, world: int, max_grad_norm: float,
@@ -93,7 +104,11 @@ def initialize(model: nn.Module, optimizer: torch.optim.Optimizer, ds: dict[str,
         engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, model_parameters=params, config=ds,
                                           dist_init_required=False)
     finally:
-        if encoder is not None:
+        if encoder is not None and stage_of(ds) == 3:
+            # not a submodule again: ZeRO-3 walks the module's parameters and would meet the encoder's, which it
+            # never partitioned; a plain attribute keeps `model.audio_encoder` working for the encoder cache
+            object.__setattr__(model, "audio_encoder", encoder)
+        elif encoder is not None:
             model.audio_encoder = encoder
     return engine
 

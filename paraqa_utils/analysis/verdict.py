@@ -73,6 +73,42 @@ def learning_sentences(block: dict[str, Any]) -> list[str]:
     return out
 
 
+# issue 26's bar for "the Speech-LLM hears" (on the demo's speaker-disjoint test split)
+HEARS = {"asr_wer": 0.5, "gender_accuracy": 0.85, "emotion_share_of_annotator": 0.6}
+
+
+def hearing(learning: dict[str, Any], baseline: str = "baseline") -> dict[str, Any]:
+    """Does `baseline` hear? Its ASR WER, gender accuracy and emotion UA (against the annotator's UA on the same
+    items, from the explicit block) beside the base as built (zero_shot); `hears` None when a figure is missing."""
+    conds = learning.get("conditions", {})
+    ann = [r.get("annotator_ua") for r in learning.get("explicit_method", {}).get("conditions", {}).values()]
+    ann_ua = next((a for a in ann if a is not None), None)
+    out: dict[str, Any] = {"baseline": baseline, "annotator_ua": ann_ua, "bar": HEARS, "figures": {}}
+    for c in (ZERO_SHOT, baseline):
+        row = conds.get(c) or {}
+        out["figures"][c] = {m: (row.get(m) or {}).get("value") for m in ("asr_wer", "gender_accuracy", "emotion_ua")}
+    f = out["figures"][baseline]
+    if baseline not in conds or None in f.values() or ann_ua is None:
+        out["hears"] = None
+    else:
+        out["hears"] = bool(f["asr_wer"] <= HEARS["asr_wer"] and f["gender_accuracy"] >= HEARS["gender_accuracy"]
+                            and f["emotion_ua"] >= HEARS["emotion_share_of_annotator"] * ann_ua)
+    return out
+
+
+def hearing_sentence(h: dict[str, Any]) -> str:
+    def fig(c: str) -> str:
+        v = h["figures"][c]
+        txt = lambda k, fmt: "n/a" if v[k] is None else format(v[k], fmt)  # noqa: E731
+        return f"ASR WER {txt('asr_wer', '.2f')}, gender accuracy {txt('gender_accuracy', '.2f')}, emotion UA {txt('emotion_ua', '.2f')}"
+    ann = "no annotator UA to compare with" if h["annotator_ua"] is None else f"the annotator's UA {h['annotator_ua']:.2f}"
+    verdict = {True: "hears", False: "does not fully hear", None: "cannot be judged to hear or not"}[h["hears"]]
+    b = HEARS
+    return (f"The Speech-LLM {verdict}: `{h['baseline']}` reaches {fig(h['baseline'])} ({ann}; the bar: WER <= "
+            f"{b['asr_wer']}, gender >= {b['gender_accuracy']}, UA >= {b['emotion_share_of_annotator']} x the "
+            f"annotator's); the aligned base as built (`{ZERO_SHOT}`): {fig(ZERO_SHOT)}.")
+
+
 def judge_sentences(validation: dict[str, Any] | None) -> tuple[bool, list[str]]:
     """(passed, sentences) from 05's validation.json verdict; missing or failed: the scores are not evidence."""
     if not validation:
@@ -132,14 +168,15 @@ def build_verdict(learning: dict[str, Any], main: pd.DataFrame, validation: dict
     sentences} (learning, the explicit method, the judge's validity, the paper's direction, then the effects)."""
     passed, judge_text = judge_sentences(validation)
     effs = effects(main, baseline)
+    hears = hearing(learning, baseline)
     extra = ({"direction_holds": {k: e.get("holds") for k, e in direction.items()}} if direction is not None else {})
-    return {"judge_passed": passed, **extra,
+    return {"judge_passed": passed, **extra, "hears": hears,
             "learned": {c: r["learned"] for c, r in learning.get("conditions", {}).items() if c != ZERO_SHOT},
             "effects": effs,
             "explicit_method_works": {c: r["meets_annotator_bar"] and r["vs_baseline"]["excludes_zero"]
                                       for c, r in learning.get("explicit_method", {}).get("conditions", {}).items()},
             "sentences": [*learning_sentences(learning), *explicit_sentences(learning.get("explicit_method", {})),
-                          *judge_text, *([direction_verdict(direction)] if direction is not None else []),
+                          *judge_text, hearing_sentence(hears), *([direction_verdict(direction)] if direction is not None else []),
                           *effect_sentences(effs, baseline, test_set)]}
 
 

@@ -51,20 +51,27 @@ class ConditionModel:
                 "max_audio_s": self.max_audio_s, "long_audio": self.long_audio}
 
 
-def load(m: ConditionModel, cache_dir: Path) -> tuple[Any, Any, Any, Any]:
-    """(config for prediction, model with the saved weights, encoder cache, device)."""
+def load(m: ConditionModel, cache_dir: Path) -> tuple[Any, Any, Any, Any, Any]:
+    """(config for prediction, model with the saved weights, encoder cache, read-outs, device)."""
     from safetensors.torch import load_file
 
-    from paraqa_utils.finetune import build_model, load_config
-    from paraqa_utils.finetune.speech_data import EncoderCache
-    from paraqa_utils.finetune.speech_llm import resolve_device, resolve_dtype
+    from paraqa_utils.finetune import load_config
+    from paraqa_utils.finetune import model as speech_model
 
     cfg = load_config(m.folder / "config.yaml")
+    # the folder holds every trained weight (adapter, read-out heads, LoRA): the base it started from is not needed
     cfg = dataclasses.replace(cfg, device=m.device or cfg.device, train_file="", max_test_items=0, progress=False,
-                              explicit=cfg.explicit if m.explicit is None else m.explicit, out_dir=str(cache_dir))
-    device = resolve_device(cfg.device)
-    model = build_model(cfg, device, resolve_dtype(cfg.dtype, device))
+                              explicit=cfg.explicit if m.explicit is None else m.explicit, out_dir=str(cache_dir),
+                              base_path="")
+    classes = None
+    if (m.folder / speech_model.READOUT_CLASSES).is_file():
+        classes = runs.read_json(m.folder / speech_model.READOUT_CLASSES)["label_classes"]
+    model, cache, reads, device = speech_model.setup(cfg, label_classes=classes)
     model.adapter.load_state_dict(load_file(str(m.folder / "adapter.safetensors")), strict=True)
+    if model.label_readout is not None:
+        if not (m.folder / speech_model.READOUT_WEIGHTS).is_file():
+            raise ConditionModelError(f"{m.folder}: readouts has labels but there is no {speech_model.READOUT_WEIGHTS}")
+        model.label_readout.load_state_dict(load_file(str(m.folder / speech_model.READOUT_WEIGHTS)), strict=True)
     lora = m.folder / "lora" / "adapter_model.safetensors"
     if cfg.train_mode == "adapter+lora":
         if not lora.is_file():
@@ -75,7 +82,7 @@ def load(m: ConditionModel, cache_dir: Path) -> tuple[Any, Any, Any, Any]:
         missing = [k for k in getattr(result, "unexpected_keys", []) if "lora" in k]
         if missing:
             raise ConditionModelError(f"{m.folder}: LoRA weights {missing[:3]} do not fit the model in config.yaml")
-    return cfg, model, EncoderCache(model.audio_encoder, cache_dir / "encoder", True), device
+    return cfg, model, cache, reads, device
 
 
 def answer(m: ConditionModel, items: Sequence[dict[str, Any]], cache_dir: Path) -> list[dict[str, Any]]:
@@ -87,14 +94,14 @@ def answer(m: ConditionModel, items: Sequence[dict[str, Any]], cache_dir: Path) 
     done = {r["id"]: r for r in runs.read_jsonl(done_path)} if done_path.exists() else {}
     if all(it["id"] in done for it in items):  # answered earlier by these very weights: nothing is recomputed
         return [done[it["id"]] for it in items]
-    cfg, model, cache, device = load(m, cache_dir)
+    cfg, model, cache, reads, device = load(m, cache_dir)
     records = [{"item_id": it["id"], "test_set": it["test_set"], "question_type": it.get("question_type"),
                 "audio_path": str(Path(it["audio_path"]).resolve()), "question": it["question"],
                 "explicit_block": it.get("explicit_block"), "clip_id": it.get("clip_id")} for it in items]
     runs.write_jsonl(cache_dir / "items.jsonl", records)
     counts: dict[str, Any] = {}
     got = {p["item_id"]: p for p in predict(model, cache, dataclasses.replace(
-        cfg, test_files={"eval": str(cache_dir / "items.jsonl")}), device, counts)}
+        cfg, test_files={"eval": str(cache_dir / "items.jsonl")}), device, counts, reads=reads)}
     rows = [{"id": it["id"], "model": m.name, "test_set": it["test_set"], "question_type": it.get("question_type"),
              "answer": got[it["id"]]["answer"] if it["id"] in got else "",
              "audio_policy": "windows" if it["id"] in got else None,

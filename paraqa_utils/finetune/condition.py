@@ -12,8 +12,9 @@ from typing import Any
 import torch
 
 from paraqa_utils import runs
-from paraqa_utils.finetune import distributed
+from paraqa_utils.finetune import base_store, distributed, readout
 from paraqa_utils.finetune import speech_llm
+from paraqa_utils.finetune.model import READOUT_CLASSES, READOUT_WEIGHTS, load_base, prepare_readouts, setup
 from paraqa_utils.finetune import training, zero
 from paraqa_utils.finetune.config import ConfigError, FinetuneConfig, load_config, save_config
 from paraqa_utils.finetune.speech_data import EncoderCache, PromptFormat, collate, encode_records
@@ -29,35 +30,6 @@ Under FSDP, predict afterwards in one process: --set resume=true --set n_steps=<
 """
 
 
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def build_model(cfg: FinetuneConfig, device: torch.device, dtype: torch.dtype,
-                sharded: bool = False) -> speech_llm.SpeechLLM:
-    """Frozen encoder + LLM (+ LoRA); the adapter is initialised from the seed, so every condition starts equal.
-
-    `sharded` (FSDP): the LLM stays in host memory; fully_shard then moves it to the GPUs one block at a time.
-    """
-    encoder = speech_llm.load_audio_encoder(cfg.whisper_model, cfg.stack_k, device, dtype, cfg.seed)
-    lora = cfg.train_mode == "adapter+lora"
-    llm, tok, llm_id = speech_llm.load_llm(cfg.llm_model, torch.device("cpu") if sharded else device, dtype,
-                                           cfg.seed, reuse=not lora)
-    _seed_all(cfg.seed)
-    if lora:
-        llm = speech_llm.apply_lora(llm, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules())
-    if cfg.gradient_checkpointing:
-        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    elif getattr(llm, "is_activation_checkpointing", None) or (
-            not hasattr(llm, "is_activation_checkpointing") and getattr(llm, "is_gradient_checkpointing", False)):
-        llm.gradient_checkpointing_disable()  # a reused LLM keeps the previous condition's setting otherwise
-    model = speech_llm.SpeechLLM(encoder, llm, tok, cfg.stack_k, cfg.adapter_hidden)
-    model.adapter.to(device)  # float32 even when the frozen parts are bf16 (autocast handles the matmuls)
-    model.llm_id = llm_id
-    return model
-
-
 def fingerprint(cfg: FinetuneConfig, model: speech_llm.SpeechLLM) -> dict[str, Any]:
     """What a checkpoint must match to be resumed: condition, models, trainable shapes and training data."""
     # n_steps is left out on purpose: a finished run may be extended by raising it
@@ -67,6 +39,7 @@ def fingerprint(cfg: FinetuneConfig, model: speech_llm.SpeechLLM) -> dict[str, A
             "train_mode": cfg.train_mode, "stack_k": cfg.stack_k, "adapter_hidden": cfg.adapter_hidden,
             "lora": [cfg.lora_r, cfg.lora_alpha, cfg.target_modules()] if cfg.train_mode != "adapter" else None,
             "train_file_sha256": runs.sha256_file(Path(cfg.train_file)) if cfg.train_file else None,
+            "readouts": cfg.readouts, "base": base_store.read_manifest(Path(cfg.base_path)).get("key") if cfg.base_path else None,
             **{k: getattr(cfg, k) for k in same}}
 
 
@@ -82,13 +55,18 @@ def save_weights(model: speech_llm.SpeechLLM, cond_dir: Path, info: distributed.
     if not info.main:
         return
     save_file(adapter, str(cond_dir / "adapter.safetensors"))
+    if model.label_readout is not None:  # the folder stays self-contained: paraqa: evaluation needs no base cache
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.label_readout.state_dict().items()},
+                  str(cond_dir / READOUT_WEIGHTS))
+        runs.write_json(cond_dir / READOUT_CLASSES, {"label_classes": model.label_readout.facets})
     if hasattr(model.llm, "peft_config") and not sharded:
         model.llm.save_pretrained(str(cond_dir / "lora"))
 
 
 def predict(model: speech_llm.SpeechLLM, cache: EncoderCache, cfg: FinetuneConfig, device: torch.device,
-            counts: dict[str, Any], info: distributed.DistInfo = distributed.DistInfo()) -> list[dict[str, Any]]:
-    """Greedy answers to the test items (this process's share of them), shortest prompts batched together."""
+            counts: dict[str, Any], info: distributed.DistInfo = distributed.DistInfo(),
+            reads: readout.Readouts | None = None) -> list[dict[str, Any]]:
+    """Greedy answers to the test items (this process's share of them), batched by test set and prompt length."""
     from paraqa_utils.progress import tqdm
 
     fmt = PromptFormat(model.tokenizer, cfg.max_seq_len)
@@ -97,8 +75,12 @@ def predict(model: speech_llm.SpeechLLM, cache: EncoderCache, cfg: FinetuneConfi
     for name, path in sorted(cfg.test_files.items()):
         items = list(runs.read_jsonl(Path(path)))
         items = items[:cfg.max_test_items] if cfg.max_test_items else items
-        samples += encode_records(items, fmt, Path(cfg.run_dir), cfg.stack_k, cfg.explicit, False, counts)
-    samples = sorted(samples, key=lambda s: len(s.input_ids))[info.rank::info.world]
+        if reads is not None:
+            prepare_readouts(reads, cache, items, Path(cfg.run_dir))
+        samples += encode_records(items, fmt, Path(cfg.run_dir), cfg.stack_k, cfg.explicit, False, counts, reads)
+    # one test set per batch where possible (answers of a set have similar lengths: a batch of one-word answers
+    # stops at EOS early instead of decoding as long as a transcript), shortest prompts together within a set
+    samples = sorted(samples, key=lambda s: (s.meta["test_set"], len(s.input_ids)))[info.rank::info.world]
     model.eval()
     out = []
     batches = [samples[i:i + cfg.predict_batch_size] for i in range(0, len(samples), cfg.predict_batch_size)]
@@ -111,8 +93,10 @@ def predict(model: speech_llm.SpeechLLM, cache: EncoderCache, cfg: FinetuneConfi
         for s, row in zip(batch, new.tolist()):
             ends = [i for i, tok in enumerate(row) if tok in stop]
             tokens = row[:ends[0]] if ends else row
+            heard = reads.transcript(s.audio_key) if reads is not None else None
             out.append({"item_id": s.uid, "condition": cfg.condition, "test_set": s.meta["test_set"],
                         "question_type": s.meta["question_type"], "prompt": s.prompt,
+                        **({"transcript_readout": heard} if heard is not None else {}),
                         "answer": model.tokenizer.decode(tokens, skip_special_tokens=True).strip(),
                         "n_tokens": len(tokens), "seconds": round(seconds, 4)})
     return out
@@ -146,15 +130,14 @@ def run_condition(cfg: FinetuneConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
-    device = distributed.device_for(info, speech_llm.resolve_device(cfg.device))
-    dtype = speech_llm.resolve_dtype(cfg.dtype, device)
-    model = build_model(cfg, device, dtype, sharded=cfg.fsdp and info.world > 1)
-    cache = EncoderCache(model.audio_encoder, Path(cfg.out_dir) / "_cache" / "encoder", cfg.use_encoder_cache)
+    model, cache, reads, device = setup(cfg, info)
+    dtype = next(model.llm.parameters()).dtype
     counts: dict[str, Any] = {}
+    started = load_base(model, cfg, cache, reads) if cfg.base_path else None
     summary: dict[str, Any] = {"condition": cfg.condition, "explicit": cfg.explicit, "train_mode": cfg.train_mode,
                                "whisper_model": model.audio_encoder.model_id, "llm_model": model.llm_id,
                                "device": str(device), "dtype": str(dtype).replace("torch.", ""), "world_size": info.world,
-                               "train_file_sha256": data_sha,
+                               "train_file_sha256": data_sha, "readouts": cfg.readouts, "base": started,
                                "n_trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     save_config(cfg, cond_dir / "config.yaml")
     if cfg.train_file:
@@ -163,7 +146,8 @@ def run_condition(cfg: FinetuneConfig) -> dict[str, Any]:
             # a seeded subset keeps the task mixture; the first N could be a single task
             records = random.Random(cfg.seed).sample(records, cfg.max_train_examples)
         fmt = PromptFormat(model.tokenizer, cfg.max_seq_len)
-        samples = encode_records(records, fmt, Path(cfg.run_dir), cfg.stack_k, cfg.explicit, True, counts)
+        prepare_readouts(reads, cache, records, Path(cfg.run_dir))
+        samples = encode_records(records, fmt, Path(cfg.run_dir), cfg.stack_k, cfg.explicit, True, counts, reads)
         train_counts = {f"train_{k}": v for k, v in counts.items()}
         counts.clear()
         if not samples:
@@ -188,7 +172,7 @@ def run_condition(cfg: FinetuneConfig) -> dict[str, Any]:
     if sharded:
         summary["predictions_skipped"] = "sharded weights (FSDP / ZeRO-3): predict in one process with the saved weights"
     elif cfg.test_files:
-        preds = predict(model, cache, cfg, device, counts, info)
+        preds = predict(model, cache, cfg, device, counts, info, reads)
         # under DDP every process answers its share, so no process idles into a collective timeout
         part = f"predictions.rank{info.rank}.jsonl" if info.world > 1 else "predictions.jsonl"
         runs.write_jsonl(cond_dir / part, preds)

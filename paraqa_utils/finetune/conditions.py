@@ -13,12 +13,14 @@ from paraqa_utils.finetune.launch import Launch
 from paraqa_utils.finetune.workers import run_subprocess
 from paraqa_utils.finetune.training import NonFiniteLoss
 from paraqa_utils.finetune.config import ZERO_SHOT, ConfigError, FinetuneConfig
+from paraqa_utils.finetune import base
+from paraqa_utils.finetune.base import BaseInfo
 
 UPSTREAM = "03_explicit_merge"
 # What metrics.json keeps per condition (06_analysis and the smoke test read these).
 SUMMARY_KEYS = ("failed", "steps", "n_train_examples", "final_loss", "mean_loss", "first_loss", "seconds_per_step",
                 "examples_per_s", "tokens_per_s", "train_seconds", "n_predictions", "predict_seconds",
-                "encoder_cache_hits", "encoder_cache_misses", "encoder_cache_hit_rate", "train_n_missing_audio",
+                "encoder_cache_hits", "encoder_cache_misses", "encoder_cache_hit_rate", "base", "train_n_missing_audio",
                 "train_n_truncated", "train_n_skipped_too_long", "test_n_missing_audio", "test_n_truncated",
                 "n_trainable_params", "seconds", "world_size", "launch")
 
@@ -62,6 +64,31 @@ def plan(stage: runs.Stage, base: FinetuneConfig, conditions: str = "all",
     return out
 
 
+def prepare_base(stage: runs.Stage, settings: FinetuneConfig) -> BaseInfo:
+    """The aligned base every condition starts from (built once per machine, reused; see finetune.base)."""
+    return base.prepare(stage, settings)
+
+
+def start_from(configs: dict[str, FinetuneConfig], aligned: BaseInfo) -> dict[str, FinetuneConfig]:
+    """Every planned condition starts from the base's weights; zero_shot is the base as built."""
+    return {c: dataclasses.replace(cfg, base_path=aligned.path) for c, cfg in configs.items()}
+
+
+def base_table(aligned: BaseInfo) -> pd.DataFrame:
+    """One row: where the base lives, its key, how it was made, its leakage check and final figures."""
+    m = aligned.manifest
+    train, leak = m.get("train") or {}, m.get("leakage") or {}
+    return pd.DataFrame([{"base": aligned.record()["path"] or "(none)", "key": aligned.key[:12],
+                          "built now": aligned.built, "examples": m.get("n_examples"), "steps": train.get("steps"),
+                          "first loss": train.get("first_loss"), "final loss": train.get("final_loss"),
+                          "probe loss": (m.get("probe") or {}).get("loss"),
+                          "head train acc": (m.get("heads") or {}).get("train_accuracy"),
+                          "held-out clips/speakers/sentences": (leak.get("n_held_out_clips"),
+                                                                leak.get("n_held_out_speakers"),
+                                                                leak.get("n_held_out_sentences")) if leak else None,
+                          "notes": "; ".join(aligned.notes)}])
+
+
 def plan_table(configs: dict[str, FinetuneConfig]) -> pd.DataFrame:
     return pd.DataFrame([{"condition": c, "train_file": Path(cfg.train_file).name or "(none: untrained)",
                           "explicit labels in prompts": cfg.explicit, "test sets": ", ".join(cfg.test_files)}
@@ -99,7 +126,8 @@ def merge_predictions(stage: runs.Stage, configs: dict[str, FinetuneConfig], ext
 
 
 def finish(stage: runs.Stage, configs: dict[str, FinetuneConfig], summaries: dict[str, dict[str, Any]],
-           launch: Launch | None = None, external: dict[str, Any] | None = None) -> pd.DataFrame:
+           launch: Launch | None = None, external: dict[str, Any] | None = None,
+           aligned: BaseInfo | None = None) -> pd.DataFrame:
     """Write metrics.json (per-condition figures) and mark the stage done; returns the per-condition table."""
     if not configs:
         raise ConfigError("no condition was planned (conditions empty and zero_shot false): nothing to do")
@@ -120,7 +148,8 @@ def finish(stage: runs.Stage, configs: dict[str, FinetuneConfig], summaries: dic
         test_sets=sorted({p["test_set"] for p in preds}), train_mode=first["train_mode"],
         device=first["device"], dtype=first["dtype"], whisper_model=first["whisper_model"],
         llm_model=first["llm_model"], launch=(launch or Launch("inprocess")).describe(),
-        external_models=external or {}, config={k: v for k, v in first["config"].items()
+        external_models=external or {}, base=aligned.record() if aligned and aligned.path else None,
+        config={k: v for k, v in first["config"].items()
                                               if k not in ("condition", "train_file", "explicit", "test_files")})
     stage.finish()
     return pd.DataFrame(per_cond).T

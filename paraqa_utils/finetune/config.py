@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from paraqa_utils.finetune import training
+from paraqa_utils.finetune import readout, training
 from paraqa_utils.params import ParamsError, check_types, stage_config
 
 TRAIN_MODES = ("adapter", "adapter+lora")
@@ -61,11 +61,17 @@ class FinetuneConfig:
     resume_from: str  # or from this checkpoint folder (refused if made for another condition/model)
     seed: int
     torch_threads: int  # 0 = torch's default; 1 is often faster on a CPU shared with other jobs
+    readouts: str  # "" (the paper's adapter only) or transcript,labels: encoder read-outs beside the adapter
+    base: str  # auto: build (once per machine) or reuse the aligned base; none: start untrained; or a base folder
+    base_steps: int  # optimizer steps of the base's alignment phase
+    base_lr: float
+    base_max_clips: int  # train-split clips the base learns from; 0 = all
     # per condition, set by the stage's plan (not knobs)
     condition: str = "baseline"
     train_file: str = ""  # empty: no training, the untrained stack (the zero-shot floor)
     test_files: dict = field(default_factory=dict)  # test set name -> test_<set>.jsonl
     explicit: bool = False  # put the annotator's labels (explicit_block) into test prompts
+    base_path: str = ""  # the aligned base this condition starts from (set by base.prepare); empty: untrained
     run_dir: str = ""  # relative audio paths are relative to it
     out_dir: str = "."  # the stage folder: writes <out_dir>/<condition>/ and caches in <out_dir>/_cache/
     progress: bool = True
@@ -85,8 +91,13 @@ class FinetuneConfig:
                   (self.max_seq_len >= 16, "max_seq_len must be >= 16"),
                   (self.train_mode == "adapter" or bool(self.target_modules()),
                    "adapter+lora needs lora_target_modules"),
-                  (not (self.fsdp and self.deepspeed_config), "fsdp and deepspeed_config exclude each other")]
+                  (not (self.fsdp and self.deepspeed_config), "fsdp and deepspeed_config exclude each other"),
+                  (self.base_steps >= 1, "base_steps must be >= 1"), (self.base_lr > 0, "base_lr must be > 0")]
         problems = [msg for ok, msg in checks if not ok]
+        try:
+            readout.parse_readouts(self.readouts)
+        except readout.ReadoutError as exc:
+            problems.append(str(exc))
         if problems:
             raise ConfigError("fine-tuning config:\n  - " + "\n  - ".join(problems))
 

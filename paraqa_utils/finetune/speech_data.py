@@ -79,8 +79,12 @@ class PromptFormat:
         return sorted(i for i in ids if i is not None)
 
     def encode(self, uid: str, audio_path: Path, audio_key: str, n_audio: int, content: str,
-               target: str | None = None, meta: dict[str, Any] | None = None) -> Encoded:
-        """Tokenize; over max_seq_len, cut the answer's tail, then the start of the user text, never the audio."""
+               target: str | None = None, meta: dict[str, Any] | None = None,
+               readout_ids: Sequence[int] = ()) -> Encoded:
+        """Tokenize; over max_seq_len, cut the answer's tail, then the start of the user text, never the audio.
+
+        `readout_ids` (the transcript read-out's tokens) follow the n_audio adapter positions inside the audio span.
+        """
         prompt, answer = self._render(content, target)
         if prompt.count(AUDIO_PLACEHOLDER) != 1:
             raise ValueError(f"{uid}: the rendered prompt must hold the audio placeholder exactly once")
@@ -90,7 +94,8 @@ class PromptFormat:
             user_text = ""
         pre_ids, user_ids = self._ids(pre), self._ids(user_text)
         suffix_ids, answer_ids = self._ids(rest[len(user_text):]), self._ids(answer)
-        over = len(pre_ids) + n_audio + len(user_ids) + len(suffix_ids) + len(answer_ids) - self.max_seq_len
+        n_span = n_audio + len(readout_ids)
+        over = len(pre_ids) + n_span + len(user_ids) + len(suffix_ids) + len(answer_ids) - self.max_seq_len
         truncated = over > 0
         if over > 0 and len(answer_ids) > 1:
             cut = min(over, len(answer_ids) - 1)  # keep at least one answer token to learn from
@@ -101,7 +106,7 @@ class PromptFormat:
         if over > 0:
             raise PromptTooLong(f"{uid}: {n_audio} audio positions + the chat template need "
                                 f"{self.max_seq_len + over} > max_seq_len={self.max_seq_len} tokens")
-        prompt_ids = pre_ids + [self.tok.pad_token_id] * n_audio + user_ids + suffix_ids
+        prompt_ids = pre_ids + [self.tok.pad_token_id] * n_audio + list(readout_ids) + user_ids + suffix_ids
         return Encoded(uid, audio_path, audio_key, prompt_ids + answer_ids,
                        [IGNORE_INDEX] * len(prompt_ids) + answer_ids, len(pre_ids), n_audio, content,
                        truncated, dict(meta or {}))
@@ -115,10 +120,11 @@ def _missing(counts: dict[str, Any], uid: str) -> None:
 
 
 def encode_records(records: Iterable[dict[str, Any]], fmt: PromptFormat, run_dir: Path, stack_k: int,
-                   explicit: bool, train: bool, counts: dict[str, Any]) -> list[Encoded]:
+                   explicit: bool, train: bool, counts: dict[str, Any], readout: Any = None) -> list[Encoded]:
     """Train examples (03's `example` rows) or test items into Encoded samples; bad input is skipped and counted.
 
-    `counts` collects n_missing_audio (+ their ids), n_skipped_too_long and n_truncated.
+    `counts` collects n_missing_audio (+ their ids), n_skipped_too_long and n_truncated. `readout` (the model's
+    read-outs, condition.Readouts) adds its utterance tokens to the audio span and its transcript tokens after it.
     """
     for k in ("n_missing_audio", "n_skipped_too_long", "n_truncated"):
         counts.setdefault(k, 0)
@@ -143,8 +149,10 @@ def encode_records(records: Iterable[dict[str, Any]], fmt: PromptFormat, run_dir
             _missing(counts, uid)
             continue
         try:
-            enc = fmt.encode(uid, path, keys[path], n_audio_tokens(n_samples, stack_k),
-                             user_content(text, block), rec["target"] if train else None, meta)
+            n_audio = n_audio_tokens(n_samples, stack_k) + (readout.n_tokens if readout else 0)
+            extra = readout.transcript_ids(keys[path]) if readout else ()
+            enc = fmt.encode(uid, path, keys[path], n_audio, user_content(text, block),
+                             rec["target"] if train else None, meta, extra)
         except PromptTooLong:
             counts["n_skipped_too_long"] += 1
             continue
@@ -188,34 +196,44 @@ def collate(samples: Sequence[Encoded], pad_id: int, pad_left: bool = False) -> 
 class EncoderCache:
     """Encoder outputs per clip (the encoder is frozen): memory LRU, then disk, then the encoder itself."""
 
-    def __init__(self, encoder: AudioEncoder, folder: Path | None, enabled: bool = True, max_in_memory: int = 256):
+    def __init__(self, encoder: AudioEncoder, folder: Path | None, enabled: bool = True, max_in_memory: int = 256,
+                 n_extra_tokens: int = 0):
         self.encoder = encoder
+        self.n_extra_tokens = n_extra_tokens  # audio positions filled from the states by read-outs, not the adapter
         self.enabled = enabled
         self.folder = Path(folder) if folder else None
         self.max_in_memory = max_in_memory
         self.memory: OrderedDict[str, torch.Tensor] = OrderedDict()
+        tap = f"|tap{encoder.tap_layer}" if getattr(encoder, "tap_layer", 0) else ""
         self.tag = hashlib.sha256(f"{encoder.model_id}|{encoder.stack_k}|"
-                                  f"{next(encoder.parameters()).dtype}".encode()).hexdigest()[:12]
+                                  f"{next(encoder.parameters()).dtype}{tap}".encode()).hexdigest()[:12]
         self.hits = self.misses = 0
         self.encode_seconds = 0.0
 
     def get(self, samples: Sequence[Encoded]) -> list[torch.Tensor]:
         """Encoder states for each sample's clip, computing the missing ones in one batched call."""
+        out = self.states_for([(s.audio_key, s.audio_path) for s in samples])
+        for s, st in zip(samples, out):
+            assert st.shape[0] == (s.n_audio - self.n_extra_tokens) * self.encoder.stack_k, (s.uid, st.shape, s.n_audio)
+        return out
+
+    def states_for(self, clips: Sequence[tuple[str, Path]]) -> list[torch.Tensor]:
+        """Encoder states for (audio content hash, path) pairs."""
         found: dict[str, torch.Tensor] = {}
         todo: dict[str, Path] = {}
-        for s in samples:
-            key = f"{s.audio_key}_{self.tag}"
+        keys = [f"{audio_key}_{self.tag}" for audio_key, _ in clips]
+        for key, (_, path) in zip(keys, clips):
             if not self.enabled:
-                todo[key] = s.audio_path
+                todo[key] = path
             elif key in self.memory:
                 self.memory.move_to_end(key)
                 found[key] = self.memory[key]
             elif self.folder and (self.folder / f"{key}.pt").exists():
                 found[key] = self._remember(key, torch.load(self.folder / f"{key}.pt"))
             else:
-                todo[key] = s.audio_path
-        self.hits += len(samples) - sum(f"{s.audio_key}_{self.tag}" in todo for s in samples)
-        self.misses += sum(f"{s.audio_key}_{self.tag}" in todo for s in samples)
+                todo[key] = path
+        self.misses += sum(k in todo for k in keys)
+        self.hits += len(keys) - sum(k in todo for k in keys)
         if todo:
             t0 = time.perf_counter()
             states = self.encoder.encode_many([audio.load_audio(p, check=False) for p in todo.values()])
@@ -230,10 +248,7 @@ class EncoderCache:
                         tmp = self.folder / f".{key}.{os.getpid()}.tmp"  # DDP ranks share the folder
                         torch.save(st.detach().clone(), tmp)
                         tmp.replace(self.folder / f"{key}.pt")
-        out = [found[f"{s.audio_key}_{self.tag}"] for s in samples]
-        for s, st in zip(samples, out):
-            assert st.shape[0] == s.n_audio * self.encoder.stack_k, (s.uid, st.shape, s.n_audio)
-        return out
+        return [found[k] for k in keys]
 
     def _remember(self, key: str, states: torch.Tensor) -> torch.Tensor:
         self.memory[key] = states

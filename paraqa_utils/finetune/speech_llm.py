@@ -57,14 +57,25 @@ class FrameStackAdapter(nn.Module):
 class AudioEncoder(nn.Module):
     """Whisper's encoder (frozen) run on windows of at most 30 s, without padding short clips to 30 s."""
 
-    def __init__(self, encoder: nn.Module, feature_extractor: Any, stack_k: int, model_id: str):
+    def __init__(self, encoder: nn.Module, feature_extractor: Any, stack_k: int, model_id: str,
+                 whisper: nn.Module | None = None, tap_layer: int = 0):
+        """`tap_layer` > 0: each frame also carries that layer's output (the label read-out reads it: paralinguistic
+        information is richer mid-depth than at the top); states are then (T, 2d), and the adapter reads the first d."""
         super().__init__()
+        self.tap_layer = tap_layer
         self.encoder = encoder.eval().requires_grad_(False)
+        # the whole Whisper model (its decoder serves the transcript read-out), kept out of this module's parameters
+        self._whisper = [whisper] if whisper is not None else []
         self.feature_extractor = feature_extractor
         self.stack_k = stack_k
         self.model_id = model_id
         self.dim = encoder.config.d_model
         self.window = window_samples(stack_k, encoder.config.max_source_positions)
+
+    @property
+    def whisper(self) -> nn.Module | None:
+        """The full Whisper checkpoint the encoder came from (None for an encoder given alone)."""
+        return self._whisper[0] if self._whisper else None
 
     @torch.no_grad()
     def _encode_features(self, feats: torch.Tensor) -> torch.Tensor:
@@ -74,10 +85,14 @@ class AudioEncoder(nn.Module):
         x = nn.functional.gelu(enc.conv1(feats))
         x = nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)
         x = x + enc.embed_positions.weight[: x.shape[1]]
-        for layer in enc.layers:
+        tapped = None
+        for i, layer in enumerate(enc.layers, 1):
             out = layer(x, None)
             x = out[0] if isinstance(out, tuple) else out  # transformers 4.x layers return tuples
-        return enc.layer_norm(x)
+            if i == self.tap_layer:
+                tapped = x
+        x = enc.layer_norm(x)
+        return torch.cat([x, tapped], -1) if tapped is not None else x
 
     @torch.no_grad()
     def encode_many(self, waves: Sequence[np.ndarray]) -> list[torch.Tensor]:
@@ -111,21 +126,30 @@ class SpeechLLM(nn.Module):
     """Adapter outputs replace the audio placeholder positions of the prompt; loss on answer tokens only."""
 
     def __init__(self, audio_encoder: AudioEncoder, llm: nn.Module, tokenizer: Any, stack_k: int,
-                 adapter_hidden: int = 0):
+                 adapter_hidden: int = 0, label_readout: nn.Module | None = None):
         super().__init__()
         self.audio_encoder = audio_encoder
         self.llm = llm
         self.tokenizer = tokenizer
         llm_dim = llm.get_input_embeddings().weight.shape[1]
         self.adapter = FrameStackAdapter(audio_encoder.dim, llm_dim, stack_k, adapter_hidden)
+        # readout.LabelReadout: utterance tokens after the adapter's outputs, in the same audio span
+        self.label_readout = label_readout
+
+    def audio_embeddings(self, states: torch.Tensor) -> torch.Tensor:
+        """One clip's audio span: the adapter's outputs, then the label read-out's utterance tokens (if any)."""
+        w = self.adapter.proj[0].weight
+        out = self.adapter(states[:, :self.audio_encoder.dim].to(w.device, w.dtype))
+        if self.label_readout is not None:
+            out = torch.cat([out, self.label_readout(states).to(out.device, out.dtype)])
+        return out
 
     def embed(self, input_ids: torch.Tensor, audio_mask: torch.Tensor,
               audio_states: Sequence[torch.Tensor]) -> torch.Tensor:
         """Token embeddings with the audio span of each row filled by that row's adapter outputs."""
         table = self.llm.get_input_embeddings()
         embeds = table(input_ids.masked_fill(audio_mask, 0))
-        w = self.adapter.proj[0].weight
-        audio = [self.adapter(s.to(w.device, w.dtype)) for s in audio_states]
+        audio = [self.audio_embeddings(s) for s in audio_states]
         for row, a in enumerate(audio):
             # The placeholder expanded to exactly this many positions when the prompt was built (speech_data).
             n = int(audio_mask[row].sum())
@@ -193,14 +217,16 @@ def _reuse(kind: str, key: tuple, build: Any) -> Any:
 
 
 def load_audio_encoder(spec: str, stack_k: int, device: torch.device, dtype: torch.dtype,
-                       seed: int = 0) -> AudioEncoder:
-    """Whisper's encoder from '' (embedded Whisper base), a local folder or a hub id."""
-    encoder, fe, model_id = _reuse("encoder", (spec, str(device), dtype, seed),
-                                   lambda: _load_whisper(spec, device, dtype, seed))
-    return AudioEncoder(encoder, fe, stack_k, model_id)
+                       seed: int = 0, tap: bool = False) -> AudioEncoder:
+    """Whisper's encoder from '' (embedded Whisper base), a local folder or a hub id; `tap`: also emit the output
+    of the middle layer (AudioEncoder.tap_layer)."""
+    encoder, fe, model_id, whisper = _reuse("encoder", (spec, str(device), dtype, seed),
+                                            lambda: _load_whisper(spec, device, dtype, seed))
+    return AudioEncoder(encoder, fe, stack_k, model_id, whisper, max(1, len(encoder.layers) // 2) if tap else 0)
 
 
-def _load_whisper(spec: str, device: torch.device, dtype: torch.dtype, seed: int) -> tuple[nn.Module, Any, str]:
+def _load_whisper(spec: str, device: torch.device, dtype: torch.dtype,
+                  seed: int) -> tuple[nn.Module, Any, str, nn.Module]:
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
     model_id = assets.resolve_model("whisper", spec)
@@ -209,7 +235,8 @@ def _load_whisper(spec: str, device: torch.device, dtype: torch.dtype, seed: int
         fe = WhisperFeatureExtractor.from_pretrained(model_id)
     except OSError:  # a folder with weights only: the extractor is fully defined by the mel count
         fe = WhisperFeatureExtractor(feature_size=model.config.num_mel_bins)
-    return model.get_encoder().to(device=device, dtype=dtype), fe, model_id
+    model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return model.get_encoder(), fe, model_id, model
 
 
 def load_llm(spec: str, device: torch.device, dtype: torch.dtype, seed: int = 0,

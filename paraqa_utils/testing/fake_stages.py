@@ -18,6 +18,24 @@ _TASKS = {"baseline": ("asr", "emotion", "gender"), "explicit": ("asr", "emotion
 _EMOTIONS = [("happy", 80, 190), ("sad", 25, 120), ("angry", 55, 210), ("neutral", 50, 160)]
 _SENTENCES = ["the meeting moved to friday", "i left my keys at home", "the train is late again",
               "we won the match last night", "my sister is coming to visit", "the report is due tomorrow"]
+_N_TRAIN_SENTENCES = 4  # the first four are the train split's, the others the test split's
+
+
+def _write_corpus(run_dir: Path, clips: list[dict[str, Any]]) -> None:
+    """00_corpus/clips.jsonl in the corpus stage's record format (one segment per clip), finished."""
+    import soundfile as sf
+
+    stage = runs.Stage(run_dir, "00_corpus")
+    rows = []
+    for c in clips:
+        dur = sf.info(str(run_dir / c["audio_path"])).duration
+        seg = {"start_s": 0.0, "end_s": round(dur, 3), "speaker": c["speaker"], "gender": c["gender"],
+               "emotion": c["emotion"], "text": c["text"], "sentence_id": c["sentence_id"]}
+        rows.append({"clip_id": c["clip_id"], "audio_path": c["audio_path"], "duration_s": round(dur, 3),
+                     "split": c["split"], "source": "fake", "has_emotion_labels": True, "segments": [seg]})
+    runs.write_jsonl(stage.dir / "clips.jsonl", rows)
+    stage.write_metrics(fake=True, n_clips=len(rows))
+    stage.finish()
 
 
 def _render(text: str, path: Path, voice: str, pitch: int, wpm: int, tts: bool = True) -> None:
@@ -49,17 +67,23 @@ def make_fake_merge(run_dir: Path, n_train_clips: int = 6, n_test_clips: int = 3
     for i in range(n_train_clips + n_test_clips):
         emotion, pitch, wpm = _EMOTIONS[i % len(_EMOTIONS)]
         gender = ("female", "male")[i % 2]
-        text = _SENTENCES[i % len(_SENTENCES)]
+        train = i < n_train_clips
+        # the splits share no voice and no sentence, as in the real corpus (the base's leakage check needs it)
+        sentence = i % _N_TRAIN_SENTENCES if train else _N_TRAIN_SENTENCES + i % (len(_SENTENCES) - _N_TRAIN_SENTENCES)
+        text = _SENTENCES[sentence]
+        voice = f"{'f' if gender == 'female' else 'm'}{1 + (i // 2) % 2 if train else 3}"
         path = audio / f"clip{i:03d}.wav"
-        _render(text, path, f"en-us+{'f' if gender == 'female' else 'm'}{1 + i % 3}", pitch, wpm, tts)
+        _render(text, path, f"en-us+{voice}", pitch, wpm, tts)
         clips.append({"clip_id": f"clip{i:03d}", "audio_path": str(path.relative_to(run_dir)), "text": text,
-                      "emotion": emotion, "gender": gender, "split": "train" if i < n_train_clips else "test",
+                      "speaker": voice, "sentence_id": f"s{sentence}",
+                      "emotion": emotion, "gender": gender, "split": "train" if train else "test",
                       "block": f"[0.0-2.0 s] {emotion} (valence {rng.random():.2f}, arousal {rng.random():.2f}), {gender}"})
     if long_clip_s > 0:
         path = audio / "clip_long.wav"
         n_words = int(long_clip_s * 2.6)  # ~160 words per minute
         _render(" ".join((_SENTENCES * 50)[i] for i in range(n_words // 5)), path, "en-us", 50, 160, tts)
         clips.append({**clips[-1], "clip_id": "clip_long", "audio_path": str(path.relative_to(run_dir))})
+    _write_corpus(run_dir, clips)
     stage = runs.Stage(run_dir, "03_explicit_merge")
 
     def example(c: dict[str, Any], cond: str, task: str) -> dict[str, Any]:

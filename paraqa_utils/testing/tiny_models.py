@@ -81,6 +81,7 @@ def save_tiny_models(root: Path, seed: int = 0) -> tuple[Path, Path]:
         model = tiny_whisper(seed)
         model.save_pretrained(whisper_dir)
         WhisperFeatureExtractor(feature_size=model.config.num_mel_bins).save_pretrained(whisper_dir)
+        tiny_tokenizer().save_pretrained(whisper_dir)  # the transcript read-out decodes with it (ids < 64)
     if not (llm_dir / "config.json").exists():
         tok = tiny_tokenizer()
         tiny_llm(len(tok), seed).save_pretrained(llm_dir)

@@ -128,8 +128,9 @@ def test_verdict_sentences_for_a_passing_judge(runs_root):
     assert s[4] == "The judge passed its validity checks (`j`)."
     assert s[5] == ("Passed means (defined once, in `paraqa_utils/judge/validity.py`): A judge passes when "
                     "(the definition).")
-    assert "held: `implicit` +20.0 % (CI +5.0 to +35.0 %), `explicit` -15.0 % (CI -25.0 to -5.0 %, a drop)" in s[6]
-    assert "Did not hold: `pqa_star` +3.0 % (CI -4.0 to +9.0 %, includes 0), `zero_shot` (no gain: fewer" in s[6]
+    assert s[6].startswith("The Speech-LLM cannot be judged to hear or not: `baseline` reaches ASR WER 0.30")
+    assert "held: `implicit` +20.0 % (CI +5.0 to +35.0 %), `explicit` -15.0 % (CI -25.0 to -5.0 %, a drop)" in s[7]
+    assert "Did not hold: `pqa_star` +3.0 % (CI -4.0 to +9.0 %, includes 0), `zero_shot` (no gain: fewer" in s[7]
     assert all("not evidence" not in x for x in s)
 
 
@@ -173,3 +174,22 @@ def test_the_loss_bar_is_inclusive(drop):
     row = {"loss_drop": {"value": drop, "n": 10}, **{m: {"value": None, "n": 0, "status": al.NOT_TRAINED}
                                                      for m in al.METRICS}}
     assert al.assess(row, None, None)["learned"] is (drop >= al.MIN_LOSS_DROP)
+
+
+def test_the_hearing_verdict_names_the_figures_and_the_bar():
+    from paraqa_utils.analysis.verdict import hearing, hearing_sentence
+
+    fig = lambda v: {"value": v, "n": 40}  # noqa: E731
+    learning = {"conditions": {
+        "zero_shot": {"asr_wer": fig(0.24), "gender_accuracy": fig(0.9), "emotion_ua": fig(0.3)},
+        "baseline": {"asr_wer": fig(0.3), "gender_accuracy": fig(0.95), "emotion_ua": fig(0.36)}},
+        "explicit_method": {"conditions": {"explicit": {"annotator_ua": 0.57}}}}
+    h = hearing(learning)
+    assert h["hears"] is True  # 0.36 >= 0.6 x 0.57 = 0.342
+    text = hearing_sentence(h)
+    assert text.startswith("The Speech-LLM hears: `baseline` reaches ASR WER 0.30, gender accuracy 0.95, emotion UA 0.36")
+    assert "(`zero_shot`): ASR WER 0.24" in text
+    learning["conditions"]["baseline"]["emotion_ua"] = fig(0.33)
+    assert hearing(learning)["hears"] is False
+    del learning["explicit_method"]
+    assert hearing(learning)["hears"] is None and "no annotator UA" in hearing_sentence(hearing(learning))

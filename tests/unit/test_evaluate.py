@@ -3,6 +3,8 @@ DatasetDict), an OpenAI-compatible audio endpoint on a loopback fake that checks
 recorded per item, a resumed run that repeats no call, and the table/EVAL.md."""
 from __future__ import annotations
 
+import dataclasses
+
 import base64
 import csv
 import io
@@ -133,9 +135,11 @@ def test_the_command_answers_judges_tabulates_and_resumes_without_repeating_call
     assert main(["--test-set", str(tmp_path / "nope.jsonl"), "--model", "x=openai:m@http://h", "--out", str(out)]) == 2
 
 
-def test_a_trained_condition_folder_answers_as_04_did(tmp_path, tiny_checkpoints):
+@pytest.mark.parametrize("readouts", ["", "transcript,labels"])
+def test_a_trained_condition_folder_answers_as_04_did(tmp_path, tiny_checkpoints, readouts, monkeypatch):
     """Train a tiny adapter+LoRA condition with 04's code, then load its folder as a model: its answers to the
-    same test items equal the ones 04 wrote (the saved weights, not a fresh init, are what answers)."""
+    same test items equal the ones 04 wrote (the saved weights, not a fresh init, are what answers). With read-outs
+    the condition starts from an aligned base, and its folder alone (heads included) answers the same."""
     import shutil
 
     from paraqa_utils.evaluate import condition_model
@@ -150,8 +154,17 @@ def test_a_trained_condition_folder_answers_as_04_did(tmp_path, tiny_checkpoints
     cfg = make_config(condition="implicit", train_file=str(d / "train_implicit.jsonl"), run_dir=str(run),
                       out_dir=str(tmp_path / "04"), whisper_model=tiny_checkpoints[0], llm_model=tiny_checkpoints[1],
                       train_mode="adapter+lora", n_steps=3, batch_size=2, lr=0.05, max_new_tokens=4,
-                      torch_threads=1, progress=False, test_files={"emotion": str(d / "test_emotion.jsonl")})
+                      torch_threads=1, progress=False, test_files={"emotion": str(d / "test_emotion.jsonl")},
+                      readouts=readouts, base_steps=2)
+    if readouts:
+        from paraqa_utils.finetune import prepare_base
+
+        monkeypatch.setenv("PARAQA_CACHE", str(tmp_path / "machine"))
+        aligned = prepare_base(runs.Stage(run, "04_finetune"), cfg)
+        cfg = dataclasses.replace(cfg, base_path=aligned.path)
     run_condition(cfg)
+    if readouts:
+        shutil.rmtree(tmp_path / "machine" / "bases")  # the folder must answer without the base it started from
     ref = {p["item_id"]: p["answer"] for p in runs.read_jsonl(tmp_path / "04" / "implicit" / "predictions.jsonl")}
     (name, (items, _)), = testsets.load(f"run:{run}:emotion", tmp_path / "cache", echo=lambda _: None).items()
     m = condition_model.ConditionModel.parse("implicit", f"paraqa:{tmp_path / '04' / 'implicit'}")

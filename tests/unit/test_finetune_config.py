@@ -12,7 +12,7 @@ from paraqa_utils.finetune.config import (STAGE, ConfigError, FinetuneConfig, lo
                                           save_config)
 from paraqa_utils.stages import notebook_path
 
-PER_CONDITION = {"condition", "train_file", "test_files", "explicit", "run_dir", "out_dir", "progress"}
+PER_CONDITION = {"condition", "train_file", "test_files", "explicit", "base_path", "run_dir", "out_dir", "progress"}
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from paraqa_utils import audio, runs, stats
+from paraqa_utils.finetune.base_data import labelled_segments
 from paraqa_utils.text import dominant_label
 
 PROMPT = "Describe this recording."
@@ -40,9 +41,7 @@ def clip_labels(run: Path) -> list[dict[str, Any]]:
     for c in clips:
         if c.get("split") not in ("train", "test"):
             continue
-        segs = c.get("segments") or []
-        if not any(s.get("emotion") for s in segs):
-            segs = (anns.get(c["clip_id"]) or {}).get("segments") or segs
+        segs = labelled_segments(c, anns.get(c["clip_id"]))  # the labels the base learnt from
         genders = {s.get("gender") for s in segs}
         out.append({"clip_id": c["clip_id"], "split": c["split"], "audio_path": c["audio_path"],
                     "gender": dominant_label(segs, "gender") if len(genders) == 1 else None,

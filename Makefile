@@ -41,8 +41,9 @@ $(SETUP_STAMP): requirements/base.txt requirements/server.txt requirements/embed
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch is pinned in base.txt, so pip takes the CPU build and never a multi-GB CUDA one.
 	$(BIN)/python -m pip install -q -r requirements/base.txt
-	# llama.cpp's server builds from source (~5 min on 2 cores); portable flags: a native build crashes on VMs.
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install -q -r requirements/server.txt
+	# llama.cpp's server builds from source; portable flags: a native build crashes on VMs. LLAVA_BUILD=OFF skips
+	# the multimodal library (mtmd: image/audio chat formats only, imported lazily), a large part of the compile.
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" $(BIN)/python -m pip install -q -r requirements/server.txt
 	$(BIN)/python -m pip install -q --no-deps -r requirements/embedded.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python ($(KERNEL))" >/dev/null
@@ -73,8 +74,11 @@ unlabelled: setup
 test-fast: setup
 	$(BIN)/python -m pytest -m "not smoke and not server" $(PYTEST_ARGS)
 
+# JupyterLab refuses to start as root (containers, CI images) unless told; only root gets the flag, so a normal
+# user keeps the safety check. `=`, not `:=`: `id -u` runs only when this recipe is expanded.
+LAB_ROOT_FLAG = $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: setup
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(LAB_ROOT_FLAG) notebooks/
 
 bench: setup
 	@for b in bench/bench_*.py; do echo ">> $$b"; $(BIN)/python $$b || exit 1; done

@@ -5,8 +5,9 @@
 Builds a base, as the demo profile would (readouts, LoRA, batch 8), on a fake 00/03 run of espeak-ng clips (16 train
 clips) into a temporary cache, and prints: seconds per clip of the transcript read-out (the Speech-LLM's own Whisper
 decoder, greedy, KV-cached) and of the encoder, the alignment steps' seconds/step, examples/s and tokens/s, and
-the matmul ratio against this machine's float32 GEMM rate at the LLM's own shapes, timed in the same process
-(4 x N_llm FLOPs per token: forward plus the backward pass to the inputs through the frozen LLM; bench_finetune.py
+the matmul ratio against this machine's GEMM rate at the LLM's own shapes, in the dtype the base trains in (bf16 on a
+CPU with native bf16 dot products), timed in the same process (4 x N FLOPs per token, N the LLM's matrices without
+its input embedding table: forward plus the backward pass to the inputs through the frozen LLM; bench_finetune.py
 uses the same limit).
 """
 from __future__ import annotations
@@ -54,7 +55,9 @@ def main() -> None:
         t0 = time.perf_counter()
         readout.WhisperTranscriber(net.audio_encoder.whisper, net.audio_encoder.model_id).transcribe(states)
         per_clip = (time.perf_counter() - t0) / len(clips)
-        n_llm = sum(p.numel() for p in net.llm.parameters() if not p.requires_grad)
+        table = net.llm.get_input_embeddings().weight
+        n_llm = sum(p.numel() for p in net.llm.parameters() if not p.requires_grad and p.data_ptr() != table.data_ptr())
+        dtype = table.dtype
         lc = net.llm.config
         t0 = time.perf_counter()
         aligned = stage04.prepare_base(runs.Stage(run, "04_finetune"), cfg)
@@ -63,7 +66,7 @@ def main() -> None:
     m = aligned.manifest
     tr = m["train"]
     tokens = int(tr["tokens_per_s"] * tr["seconds_per_step"])
-    gemm = gemm_flops_per_s(tokens, lc.hidden_size, lc.intermediate_size)
+    gemm = gemm_flops_per_s(tokens, lc.hidden_size, lc.intermediate_size, dtype)
     work = 4 * n_llm * tr["tokens_per_s"]
     print(f"torch threads: {args.threads}; demo's base settings ({cfg.readouts}, {cfg.train_mode}, batch "
           f"{cfg.batch_size}); {m['n_examples']} examples from 16 train clips (espeak-ng, 1-3 s); {tr['steps']} steps")
@@ -71,7 +74,8 @@ def main() -> None:
     print(f"build: {total:.1f} s in all ({m['transcripts_decoded']} transcripts decoded in it)")
     print(f"alignment: {tr['seconds_per_step']:.2f} s/step, {tr['examples_per_s']:.2f} examples/s, "
           f"{tr['tokens_per_s']:.0f} tokens/s")
-    print(f"  = {work / 1e9:.2f} GFLOP/s of model work (4 x {n_llm / 1e6:.0f} M frozen LLM params x tokens/s); GEMM "
+    print(f"  = {work / 1e9:.2f} GFLOP/s of model work (4 x {n_llm / 1e6:.0f} M LLM matrix params x tokens/s); "
+          f"{str(dtype).replace('torch.', '')} GEMM "
           f"at the LLM's shapes ({tokens} x {lc.hidden_size} @ {lc.hidden_size} x {lc.intermediate_size}) here: "
           f"{gemm / 1e9:.2f} GFLOP/s; matmul ratio {work / gemm:.2f}")
 

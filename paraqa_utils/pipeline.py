@@ -15,13 +15,16 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from paraqa_utils import params as P
 from paraqa_utils import progress, runs
 from paraqa_utils.stages import KERNEL_NAME, NOTEBOOKS_DIR, REPO_ROOT, STAGES, notebook_path, stage_name
+
+if TYPE_CHECKING:
+    from traitlets.config import Config
 
 KEY_PACKAGES = ("torch", "transformers", "peft", "accelerate", "papermill", "nbclient", "ipykernel", "openai",
                 "librosa", "soundfile", "seaborn", "pandas", "numpy", "faster-whisper", "ctranslate2",
@@ -30,6 +33,24 @@ KEY_PACKAGES = ("torch", "transformers", "peft", "accelerate", "papermill", "nbc
 
 class StageFailed(RuntimeError):
     pass
+
+
+def kernel_config() -> "Config":
+    """traitlets config for the kernel manager papermill starts: CurveZMQ-encrypted kernel channels where possible.
+
+    Without keys, ipykernel prints "[IPKernelApp] WARNING | Kernel is running over TCP without encryption. ..." at
+    every start, i.e. once per stage. The kernel process itself writes it to the stderr it inherits (ipykernel
+    kernelapp.init_sockets), so no warnings or logging filter in this process can drop it; giving the kernel the keys
+    it asks for (jupyter_client >= 8.10's `transport_encryption`) removes its cause. "auto" encrypts only kernelspecs
+    that declare `supported_encryption: [curve]`, as `ipykernel install` writes them, and leaves others on plain TCP.
+    """
+    import zmq
+    from jupyter_client.manager import KernelManager
+    from traitlets.config import Config
+
+    if not zmq.has("curve") or not KernelManager.class_traits().get("transport_encryption"):
+        return Config()  # "auto" would raise without CurveZMQ; older jupyter_client: nothing to turn on
+    return Config({"KernelManager": {"transport_encryption": "auto"}})
 
 
 def package_versions() -> dict[str, str | None]:
@@ -136,7 +157,8 @@ class Runner:
         try:
             with watch:
                 pm.execute_notebook(str(nb_in), str(nb_out), parameters=flat, kernel_name=self.kernel_name,
-                                    cwd=str(REPO_ROOT), progress_bar=sys.stderr.isatty(), log_output=False)
+                                    cwd=str(REPO_ROOT), progress_bar=sys.stderr.isatty(), log_output=False,
+                                    config=kernel_config())
         except pm.PapermillExecutionError as exc:
             entry.update(status="failed", error=f"{exc.ename}: {exc.evalue}"[:2000])
         except BaseException as exc:  # KeyboardInterrupt/SIGTERM included: record, then re-raise

@@ -31,8 +31,8 @@ def draw_figures(stage: runs.Stage, inp: Inputs, scores: pd.DataFrame, main: pd.
     for judge in sorted(on_set["judge"].unique()):
         figures += plots.save(plots.scores_by_type(on_set, judge, condition_order), out,
                               f"scores_{judge.replace('/', '_')}", rid)
-    figures += plots.save(plots.judge_vs_accuracy(judge_accuracy_points(main, classification)), out,
-                          "judge_vs_accuracy", rid)
+    figures += plots.save(plots.judge_vs_accuracy(judge_accuracy_points(main, classification), condition_order),
+                          out, "judge_vs_accuracy", rid)
     lab_path = inp.path("05_judge/label_mapping.csv")
     labels = pd.read_csv(lab_path) if lab_path else pd.DataFrame(columns=["test_set", "condition", "label", "mapped"])
     for facet in ("emotion", "gender"):

@@ -55,13 +55,15 @@ def _pool(x: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def features(model: Any, cache: Any, reads: Any, clips: list[dict[str, Any]], run: Path) -> dict[str, np.ndarray]:
-    """representation -> (n_clips, dim) pooled features, one row per clip in order."""
+def features(model: Any, cache: Any, reads: Any, clips: list[dict[str, Any]], run: Path,
+             system_prompt: str = "template") -> dict[str, np.ndarray]:
+    """representation -> (n_clips, dim) pooled features, one row per clip in order (prompts as the model's
+    config renders them: `system_prompt`)."""
     from paraqa_utils.finetune.speech_data import PromptFormat, collate, user_content
     from paraqa_utils.finetune.speech_llm import n_audio_tokens
 
     model.eval()
-    fmt = PromptFormat(model.tokenizer, 4096)
+    fmt = PromptFormat(model.tokenizer, 4096, system_prompt)
     pairs = [(audio.content_hash(audio.resolve_audio(run, c["audio_path"])), audio.resolve_audio(run, c["audio_path"]))
              for c in clips]
     reads.prepare(pairs, cache.states_for)
@@ -76,8 +78,9 @@ def features(model: Any, cache: Any, reads: Any, clips: list[dict[str, Any]], ru
         n_audio = n_audio_tokens(audio.n_samples(path), model.adapter.stack_k) + reads.n_tokens
         enc = fmt.encode(key, path, key, n_audio, user_content(PROMPT, None), None, None, reads.transcript_ids(key))
         t = {k: v.to(model.adapter.proj[0].weight.device) for k, v in collate([enc], model.tokenizer.pad_token_id).items()}
-        out = model.llm(inputs_embeds=model.embed(t["input_ids"], t["audio_mask"], [st]),
-                        attention_mask=t["attention_mask"], output_hidden_states=True, use_cache=False)
+        with model.autocast():
+            out = model.llm(inputs_embeds=model.embed(t["input_ids"], t["audio_mask"], [st]),
+                            attention_mask=t["attention_mask"], output_hidden_states=True, use_cache=False)
         hs = out.hidden_states
         n_layers = len(hs) - 1
         span = t["audio_mask"][0]
@@ -129,8 +132,8 @@ def probe_table(run: Path, models: dict[str, Path], max_train_clips: int = 200, 
     clips = train + [c for c in clips if c["split"] == "test"]
     rows = []
     for name, folder in models.items():
-        _, model, cache, reads, _ = load(ConditionModel(name, Path(folder)), run / "04_finetune")
-        for rep, x in features(model, cache, reads, clips, run).items():
+        cfg, model, cache, reads, _ = load(ConditionModel(name, Path(folder)), run / "04_finetune")
+        for rep, x in features(model, cache, reads, clips, run, cfg.system_prompt).items():
             rows.append({"model": name, "representation": rep, **probe_scores(x, clips, seed)})
     return pd.DataFrame(rows)
 

@@ -117,7 +117,7 @@ def build(stage: runs.Stage, cfg: FinetuneConfig, rows: list[dict], clips: dict,
     from safetensors.torch import save_file
 
     from paraqa_utils.finetune import training
-    from paraqa_utils.finetune.speech_data import PromptFormat, encode_records
+    from paraqa_utils.finetune.speech_data import encode_records, prompt_format
 
     t0 = time.perf_counter()
     work.mkdir(parents=True, exist_ok=True)
@@ -133,7 +133,7 @@ def build(stage: runs.Stage, cfg: FinetuneConfig, rows: list[dict], clips: dict,
         heads = base_data.fit_label_heads(net, cache, clips, anns, stage.run_dir, train_clips, cfg.seed)
     counts: dict[str, Any] = {}
     model.prepare_readouts(reads, cache, rows, stage.run_dir)
-    fmt = PromptFormat(net.tokenizer, cfg.max_seq_len)
+    fmt = prompt_format(net.tokenizer, cfg)
     samples = encode_records(rows, fmt, stage.run_dir, cfg.stack_k, False, True, counts, reads)
     if not samples:
         raise BaseError(f"none of the base's {len(rows)} examples is usable ({counts})")

@@ -33,9 +33,16 @@ def inputs(cfg: FinetuneConfig, model_ids: dict[str, str], rows: list[dict], aud
             "base_steps": cfg.base_steps, "base_lr": cfg.base_lr, "batch_size": cfg.batch_size,
             "grad_accum": cfg.grad_accum, "schedule": cfg.schedule, "warmup_ratio": cfg.warmup_ratio,
             "max_grad_norm": cfg.max_grad_norm, "max_seq_len": cfg.max_seq_len, "seed": cfg.seed,
-            "dtype": cfg.dtype, "label_classes": classes,
+            "dtype": resolved_dtype(cfg), "system_prompt": cfg.system_prompt, "label_classes": classes,
             "examples_sha256": hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest(),
             "n_examples": len(rows)}
+
+
+def resolved_dtype(cfg: FinetuneConfig) -> str:
+    """The dtype the base trains in (`auto` differs between machines: a CPU with native bf16 trains in bf16)."""
+    from paraqa_utils.finetune import speech_llm
+
+    return str(speech_llm.resolve_dtype(cfg.dtype, speech_llm.resolve_device(cfg.device))).replace("torch.", "")
 
 
 def key_of(inp: dict[str, Any]) -> str:

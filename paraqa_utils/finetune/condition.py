@@ -17,7 +17,7 @@ from paraqa_utils.finetune import speech_llm
 from paraqa_utils.finetune.model import READOUT_CLASSES, READOUT_WEIGHTS, load_base, prepare_readouts, setup
 from paraqa_utils.finetune import training, zero
 from paraqa_utils.finetune.config import ConfigError, FinetuneConfig, load_config, save_config
-from paraqa_utils.finetune.speech_data import EncoderCache, PromptFormat, collate, encode_records
+from paraqa_utils.finetune.speech_data import EncoderCache, collate, encode_records, prompt_format
 
 USAGE = """Train one condition and answer every test set; the notebook calls run_condition() with the same config.
 
@@ -34,9 +34,10 @@ def fingerprint(cfg: FinetuneConfig, model: speech_llm.SpeechLLM) -> dict[str, A
     """What a checkpoint must match to be resumed: condition, models, trainable shapes and training data."""
     # n_steps is left out on purpose: a finished run may be extended by raising it
     same = ("batch_size", "grad_accum", "seed", "lr", "schedule", "warmup_ratio", "weight_decay", "max_seq_len",
-            "max_train_examples", "group_by_length")
+            "max_train_examples", "group_by_length", "system_prompt")
     return {"condition": cfg.condition, "whisper_model": model.audio_encoder.model_id, "llm_model": model.llm_id,
             "train_mode": cfg.train_mode, "stack_k": cfg.stack_k, "adapter_hidden": cfg.adapter_hidden,
+            "dtype": str(next(model.llm.parameters()).dtype).replace("torch.", ""),
             "lora": [cfg.lora_r, cfg.lora_alpha, cfg.target_modules()] if cfg.train_mode != "adapter" else None,
             "train_file_sha256": runs.sha256_file(Path(cfg.train_file)) if cfg.train_file else None,
             "readouts": cfg.readouts, "base": base_store.read_manifest(Path(cfg.base_path)).get("key") if cfg.base_path else None,
@@ -69,7 +70,7 @@ def predict(model: speech_llm.SpeechLLM, cache: EncoderCache, cfg: FinetuneConfi
     """Greedy answers to the test items (this process's share of them), batched by test set and prompt length."""
     from paraqa_utils.progress import tqdm
 
-    fmt = PromptFormat(model.tokenizer, cfg.max_seq_len)
+    fmt = prompt_format(model.tokenizer, cfg)
     stop, pad = fmt.stop_ids(), model.tokenizer.pad_token_id
     samples = []
     for name, path in sorted(cfg.test_files.items()):
@@ -145,7 +146,7 @@ def run_condition(cfg: FinetuneConfig) -> dict[str, Any]:
         if cfg.max_train_examples and len(records) > cfg.max_train_examples:
             # a seeded subset keeps the task mixture; the first N could be a single task
             records = random.Random(cfg.seed).sample(records, cfg.max_train_examples)
-        fmt = PromptFormat(model.tokenizer, cfg.max_seq_len)
+        fmt = prompt_format(model.tokenizer, cfg)
         prepare_readouts(reads, cache, records, Path(cfg.run_dir))
         samples = encode_records(records, fmt, Path(cfg.run_dir), cfg.stack_k, cfg.explicit, True, counts, reads)
         train_counts = {f"train_{k}": v for k, v in counts.items()}

@@ -45,6 +45,7 @@ class FinetuneConfig:
     schedule: str
     max_grad_norm: float
     max_seq_len: int
+    system_prompt: str  # "template": the chat template's own system turn; "" an empty one; else this text
     max_train_examples: int  # 0 = all
     group_by_length: bool
     max_new_tokens: int
@@ -52,7 +53,7 @@ class FinetuneConfig:
     predict_batch_size: int
     use_encoder_cache: bool
     device: str
-    dtype: str  # auto: bf16 on GPUs, float32 on CPU
+    dtype: str  # auto: bf16 on GPUs and on CPUs with native bf16 dot products, else float32
     gradient_checkpointing: bool
     fsdp: bool
     deepspeed_config: str  # "" = none; else a DeepSpeed JSON (ZeRO stage 0-2) whose engine steps the optimizer

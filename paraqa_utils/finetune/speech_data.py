@@ -22,6 +22,14 @@ class PromptTooLong(ValueError):
 
 
 # ------------------------------------------------------------------------------------------------ prompts
+TEMPLATE_SYSTEM = "template"  # system_prompt value: the chat template's own system turn
+
+
+def prompt_format(tokenizer: Any, cfg: Any) -> "PromptFormat":
+    """The prompt format of a fine-tuning config (its max_seq_len and system_prompt)."""
+    return PromptFormat(tokenizer, cfg.max_seq_len, cfg.system_prompt)
+
+
 def user_content(instruction: str, explicit_block: str | None) -> str:
     """User turn = audio placeholder, then the explicit labels (conditions that use them), then the instruction."""
     block = f"{explicit_block}\n" if explicit_block else ""
@@ -50,9 +58,12 @@ class Encoded:
 class PromptFormat:
     """Renders the LLM's own chat template around the user turn and splits it at the audio placeholder."""
 
-    def __init__(self, tokenizer: Any, max_seq_len: int):
+    def __init__(self, tokenizer: Any, max_seq_len: int, system_prompt: str = TEMPLATE_SYSTEM):
+        """`system_prompt`: TEMPLATE_SYSTEM keeps the chat template's own system turn (SmolLM2's default is 19
+        tokens, a fifth of a demo example); any other text, "" included, is sent as the system turn."""
         self.tok = tokenizer
         self.max_seq_len = max_seq_len
+        self.system = system_prompt
 
     def _ids(self, text: str) -> list[int]:
         # The rendered template already holds BOS etc. as text, so no special tokens are added here.
@@ -60,6 +71,8 @@ class PromptFormat:
 
     def _render(self, content: str, target: str | None) -> tuple[str, str]:
         user = [{"role": "user", "content": content}]
+        if self.system != TEMPLATE_SYSTEM:
+            user = [{"role": "system", "content": self.system}] + user
         if getattr(self.tok, "chat_template", None):
             prompt = self.tok.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
             if target is None:
@@ -68,7 +81,8 @@ class PromptFormat:
             if full.startswith(prompt):
                 return prompt, full[len(prompt):]  # the answer with the template's end-of-turn marker
             return prompt, target + (self.tok.eos_token or "")
-        prompt = f"User: {content}\nAssistant:"  # a base LM without a chat template
+        system = f"{self.system}\n" if self.system not in ("", TEMPLATE_SYSTEM) else ""
+        prompt = f"{system}User: {content}\nAssistant:"  # a base LM without a chat template
         return prompt, ("" if target is None else f" {target}{self.tok.eos_token or ''}")
 
     def stop_ids(self) -> list[int]:

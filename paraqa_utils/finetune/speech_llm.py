@@ -1,125 +1,23 @@
 """The MERaLiON-style Speech-LLM: frozen Whisper encoder -> frame-stacking MLP adapter -> causal LM (+ LoRA)."""
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from paraqa_utils import assets
-from paraqa_utils.audio import SAMPLE_RATE_HZ
-
+# the audio side lives in audio_encoder; its names stay importable from here, where callers found them
+from paraqa_utils.finetune.audio_encoder import (ENCODER_STRIDE, MEL_HOP, AudioEncoder, FrameStackAdapter,  # noqa: F401
+                                                 chunk_samples, n_audio_tokens, window_samples)
 
 AUDIO_PLACEHOLDER = "<audio>"  # never tokenized: the prompt is split at it and adapter outputs go in between
 IGNORE_INDEX = -100
-MEL_HOP = 160  # Whisper: one log-mel frame per 10 ms
-ENCODER_STRIDE = 2  # Whisper's second convolution halves the frame rate (20 ms per encoder frame)
 
 
-def chunk_samples(stack_k: int) -> int:
-    """Audio samples behind one adapter output (k encoder frames; 0.3 s for k = 15)."""
-    return stack_k * ENCODER_STRIDE * MEL_HOP
-
-
-def window_samples(stack_k: int, max_source_positions: int = 1500) -> int:
-    """Samples per encoder window: the longest multiple of the chunk that fits the positional table (30 s, k=15)."""
-    return (max_source_positions // stack_k) * chunk_samples(stack_k)
-
-
-def n_audio_tokens(n_samples: int, stack_k: int) -> int:
-    """Adapter outputs for a clip: windows are whole chunks, so only the last one is padded (at least 1)."""
-    return max(1, math.ceil(n_samples / chunk_samples(stack_k)))
-
-
-class FrameStackAdapter(nn.Module):
-    """Stack k consecutive encoder frames and project them with an MLP into the LLM's embedding space.
-
-    Paper (section 4): Whisper's 1500 frames per 30 s, stacked by 15, give 100 LLM positions.
-    """
-
-    def __init__(self, encoder_dim: int, llm_dim: int, stack_k: int, hidden_dim: int = 0):
-        super().__init__()
-        self.stack_k = stack_k
-        hidden_dim = hidden_dim or llm_dim
-        self.proj = nn.Sequential(nn.Linear(stack_k * encoder_dim, hidden_dim), nn.GELU(),
-                                  nn.Linear(hidden_dim, llm_dim))
-
-    def forward(self, states: torch.Tensor) -> torch.Tensor:
-        """(T, d) encoder frames, T a multiple of k -> (T / k, llm_dim)."""
-        t, d = states.shape
-        if t % self.stack_k:
-            raise ValueError(f"{t} encoder frames is not a multiple of stack_k={self.stack_k}")
-        return self.proj(states.reshape(t // self.stack_k, self.stack_k * d))
-
-
-class AudioEncoder(nn.Module):
-    """Whisper's encoder (frozen) run on windows of at most 30 s, without padding short clips to 30 s."""
-
-    def __init__(self, encoder: nn.Module, feature_extractor: Any, stack_k: int, model_id: str,
-                 whisper: nn.Module | None = None, tap_layer: int = 0):
-        """`tap_layer` > 0: each frame also carries that layer's output (the label read-out reads it: paralinguistic
-        information is richer mid-depth than at the top); states are then (T, 2d), and the adapter reads the first d."""
-        super().__init__()
-        self.tap_layer = tap_layer
-        self.encoder = encoder.eval().requires_grad_(False)
-        # the whole Whisper model (its decoder serves the transcript read-out), kept out of this module's parameters
-        self._whisper = [whisper] if whisper is not None else []
-        self.feature_extractor = feature_extractor
-        self.stack_k = stack_k
-        self.model_id = model_id
-        self.dim = encoder.config.d_model
-        self.window = window_samples(stack_k, encoder.config.max_source_positions)
-
-    @property
-    def whisper(self) -> nn.Module | None:
-        """The full Whisper checkpoint the encoder came from (None for an encoder given alone)."""
-        return self._whisper[0] if self._whisper else None
-
-    @torch.no_grad()
-    def _encode_features(self, feats: torch.Tensor) -> torch.Tensor:
-        # HF's WhisperEncoder.forward insists on exactly 3000 mel frames; its modules do not, so run them
-        # here with the positional table sliced to the input length (OFFLINE.md; as several open projects do).
-        enc = self.encoder
-        x = nn.functional.gelu(enc.conv1(feats))
-        x = nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)
-        x = x + enc.embed_positions.weight[: x.shape[1]]
-        tapped = None
-        for i, layer in enumerate(enc.layers, 1):
-            out = layer(x, None)
-            x = out[0] if isinstance(out, tuple) else out  # transformers 4.x layers return tuples
-            if i == self.tap_layer:
-                tapped = x
-        x = enc.layer_norm(x)
-        return torch.cat([x, tapped], -1) if tapped is not None else x
-
-    @torch.no_grad()
-    def encode_many(self, waves: Sequence[np.ndarray]) -> list[torch.Tensor]:
-        """16 kHz waveforms -> one (T_i, d) tensor each; T_i = k * n_audio_tokens(len(wave_i), k).
-
-        Windows of equal length (all full 30 s windows, typically) go through the encoder as one batch.
-        """
-        chunk = chunk_samples(self.stack_k)
-        pieces: list[tuple[int, int, np.ndarray]] = []  # (clip, window index, padded window)
-        n_windows = [0] * len(waves)
-        for i, wave in enumerate(waves):
-            for start in range(0, max(len(wave), 1), self.window):
-                w = np.asarray(wave[start:start + self.window], dtype=np.float32)
-                pieces.append((i, n_windows[i], np.pad(w, (0, (-len(w)) % chunk if len(w) else chunk))))
-                n_windows[i] += 1
-        outs: dict[tuple[int, int], torch.Tensor] = {}
-        p = next(self.encoder.parameters())
-        for length in sorted({len(w) for _, _, w in pieces}):
-            group = [(i, j, w) for i, j, w in pieces if len(w) == length]
-            # on a GPU the log-mel STFT runs there too (transformers' torch path); on CPU it is the same code
-            feats = self.feature_extractor([w for _, _, w in group], sampling_rate=SAMPLE_RATE_HZ, padding=False,
-                                           return_tensors="pt", device=str(p.device)).input_features
-            assert feats.shape[-1] == length // MEL_HOP, (feats.shape, length)
-            states = self._encode_features(feats.to(p.device, p.dtype))
-            for (i, j, _), s in zip(group, states):
-                outs[(i, j)] = s
-        return [torch.cat([outs[(i, j)] for j in range(n)]) for i, n in enumerate(n_windows)]
+# causal LMs whose logits are lm_head(last hidden state), Gemma-2 with its final soft-cap: SpeechLLM computes
+# them at the answer positions only (others go through the LM's own forward)
+PLAIN_HEADS = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "olmo2", "smollm3"})
 
 
 class SpeechLLM(nn.Module):
@@ -135,6 +33,23 @@ class SpeechLLM(nn.Module):
         self.adapter = FrameStackAdapter(audio_encoder.dim, llm_dim, stack_k, adapter_hidden)
         # readout.LabelReadout: utterance tokens after the adapter's outputs, in the same audio span
         self.label_readout = label_readout
+        # bf16 frozen weights: every matmul of forward/generate runs under bf16 autocast (the trainable adapter,
+        # heads and LoRA stay float32), on GPUs and on CPUs with native bf16 dot products alike
+        self.autocast_dtype = torch.bfloat16 if llm.get_input_embeddings().weight.dtype == torch.bfloat16 else None
+        if self.autocast_dtype is not None:
+            # peft casts each LoRA input to its float32 weights, and autocast casts it back for the matmul: two
+            # copies of every activation a LoRA module reads (18 % of a CPU step, measured); autocast alone suffices
+            for m in llm.modules():
+                if hasattr(m, "cast_input_dtype_enabled"):
+                    m.cast_input_dtype_enabled = False
+
+    def autocast(self) -> Any:
+        """bf16 autocast where the frozen weights are bf16 (forward and generate enter it themselves)."""
+        import contextlib
+
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.llm.get_input_embeddings().weight.device.type, dtype=self.autocast_dtype)
 
     def audio_embeddings(self, states: torch.Tensor) -> torch.Tensor:
         """One clip's audio span: the adapter's outputs, then the label read-out's utterance tokens (if any)."""
@@ -159,13 +74,30 @@ class SpeechLLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
                 audio_mask: torch.Tensor, audio_states: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(sum of answer-token cross-entropies, number of answer tokens)."""
+        with self.autocast():
+            return self._forward(input_ids, attention_mask, labels, audio_mask, audio_states)
+
+    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                 audio_mask: torch.Tensor, audio_states: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         embeds = self.embed(input_ids, audio_mask, audio_states)
         targets = labels[:, 1:]
-        cols = (targets != IGNORE_INDEX).any(0).nonzero()
+        keep = targets != IGNORE_INDEX
+        parts = self._decoder_and_head()
+        if parts is not None:
+            # Logits at the answer positions only: the output projection (vocab x hidden, a fifth of SmolLM2's
+            # weights) and the float32 log-softmax then run on the answer tokens, not on every position after the
+            # batch's earliest answer start (half of them prompt or padding in a demo batch)
+            decoder, head, cap = parts
+            hidden = decoder(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
+            logits = head(hidden[:, :-1][keep]).float()
+            if cap:  # Gemma-2's final logit soft-capping, as its own forward applies it
+                logits = torch.tanh(logits / cap) * cap
+            loss = nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
+            return loss, keep.sum()
+        cols = keep.any(0).nonzero()
         first = int(cols.min()) if len(cols) else targets.shape[1] - 1
-        # Logits only from the first answer position on: the prompt (audio included) needs none, which
-        # saves a (batch, length, vocab) tensor; going through the LM's own forward keeps e.g. Gemma-2's
-        # final logit soft-capping.
+        # Logits only from the first answer position on, through the LM's own forward (a head this class does not
+        # know may scale or cap its logits)
         out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False,
                        logits_to_keep=input_ids.shape[1] - first)
         logits = out.logits[:, :-1].float()
@@ -174,6 +106,14 @@ class SpeechLLM(nn.Module):
                                            ignore_index=IGNORE_INDEX, reduction="sum")
         return loss, (tgt != IGNORE_INDEX).sum()
 
+    def _decoder_and_head(self) -> tuple[nn.Module, nn.Module, float | None] | None:
+        """(decoder stack, output projection, soft-cap) of an LM whose head is a plain projection; None otherwise."""
+        base = self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
+        cfg = getattr(base, "config", None)
+        if getattr(cfg, "model_type", None) not in PLAIN_HEADS or not hasattr(base, "get_decoder"):
+            return None
+        return base.get_decoder(), base.get_output_embeddings(), getattr(cfg, "final_logit_softcapping", None)
+
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, audio_mask: torch.Tensor,
                  audio_states: Sequence[torch.Tensor], max_new_tokens: int, stop_ids: Sequence[int],
@@ -181,10 +121,11 @@ class SpeechLLM(nn.Module):
         """Greedy answers for a left-padded batch; returns only the new tokens (batch, <= max_new_tokens)."""
         from transformers import GenerationConfig
 
-        embeds = self.embed(input_ids, audio_mask, audio_states)
         gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                                eos_token_id=list(stop_ids), pad_token_id=pad_id)
-        return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, generation_config=gen)
+        with self.autocast():
+            embeds = self.embed(input_ids, audio_mask, audio_states)
+            return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, generation_config=gen)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return {n: p.detach().cpu().clone() for n, p in self.named_parameters() if p.requires_grad}
@@ -196,11 +137,22 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: oneDNN's bf16 GEMM is then 2.5-4x its float32 one (bench_finetune measures it); without
+    them bf16 is emulated and slower than float32."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """'auto': bf16 on a GPU that supports it (paper-scale models), float32 on CPU (bf16 matmuls are slow there)."""
+    """'auto': bf16 on a GPU that supports it (paper-scale models) and on a CPU with native bf16 dot products (the
+    frozen weights in bf16, autocast, trainable weights float32); float32 elsewhere."""
     if dtype == "auto":
-        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if cuda_bf16 else torch.float32
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
@@ -259,7 +211,10 @@ def _load_llm(spec: str, device: torch.device, dtype: torch.dtype, seed: int) ->
     tok = AutoTokenizer.from_pretrained(model_id)
     # straight onto the GPU when there is one: a 9B model need not pass through host memory
     where = {"device_map": {"": device}} if device.type == "cuda" else {}
-    llm = AutoModelForCausalLM.from_pretrained(model_id, dtype=dtype, **where)
+    # on a CPU, plain matmul attention: torch's fused CPU attention kernel is slow to differentiate at these short
+    # lengths (eager: 1.37 against 1.67 s per demo step, measured); GPUs keep the model's default (sdpa)
+    attn = {"attn_implementation": "eager"} if device.type == "cpu" else {}
+    llm = AutoModelForCausalLM.from_pretrained(model_id, dtype=dtype, **where, **attn)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token  # padding is always masked, so any id will do
     return llm.to(device=device, dtype=dtype).eval().requires_grad_(False), tok, model_id

@@ -78,7 +78,7 @@ def embedded_llm_server(log_path: Path, model_path: Path | None = None, n_ctx: i
     try:
         import llama_cpp  # noqa: F401  (only to fail early with the install command)
     except ImportError as exc:
-        raise ServerError("llama-cpp-python is not installed; run: CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" "
+        raise ServerError("llama-cpp-python is not installed; run: CMAKE_ARGS=\"-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF\" "
                           "pip install 'llama-cpp-python[server]==0.3.36' (or `make setup`)") from exc
     if model_path is None:
         from paraqa_utils.assets import smollm2_gguf

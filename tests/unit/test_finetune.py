@@ -250,3 +250,37 @@ def test_a_condition_whose_loss_turns_nan_is_recorded_and_the_others_run(monkeyp
     out = finetune_stage.run_plan(plan)
     assert seen == ["zero_shot", "baseline", "implicit"] and out["implicit"]["steps"] == 2
     assert "at step 3" in out["baseline"]["failed"] and "['b:1']" in out["baseline"]["failed"]
+
+
+def test_a_stage_killed_after_some_conditions_resumes_without_retraining_them(merged, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(merged, run)
+    stage = runs.Stage(run, "04_finetune")
+    base = make_config(whisper_model=WHISPER, llm_model=LLM, n_steps=1, batch_size=2, max_new_tokens=2,
+                       max_test_items=1, progress=False)
+    plan = finetune_stage.plan(stage, base, "baseline,implicit,explicit", zero_shot=False)
+    trained: list[str] = []
+    real_train = training.train
+
+    def train_then_die(model, samples, cache, settings, *a, **kw):
+        if a[2]["condition"] == "explicit":
+            raise KeyboardInterrupt  # the kill arrives while the third condition trains
+        trained.append(a[2]["condition"])
+        return real_train(model, samples, cache, settings, *a, **kw)
+
+    monkeypatch.setattr(training, "train", train_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        finetune_stage.run_plan(plan)
+    assert trained == ["baseline", "implicit"]
+    before = {c: (stage.dir / c / "summary.json").read_text() for c in trained}
+    monkeypatch.setattr(training, "train", real_train)
+    trained.clear()
+
+    def count(model, samples, cache, settings, *a, **kw):
+        trained.append(a[2]["condition"])
+        return real_train(model, samples, cache, settings, *a, **kw)
+
+    monkeypatch.setattr(training, "train", count)
+    summaries = finetune_stage.run_plan(plan)  # the resumed stage: only the unfinished condition trains
+    assert trained == ["explicit"] and set(summaries) == {"baseline", "implicit", "explicit"}
+    assert {c: (stage.dir / c / "summary.json").read_text() for c in before} == before  # finished work untouched

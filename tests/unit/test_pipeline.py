@@ -11,6 +11,7 @@ import yaml
 
 from paraqa_utils import pipeline, runs
 from paraqa_utils.stages import REPO_ROOT, STAGES
+from tests.conftest import make_notebook
 
 
 def cli(*args, nb_dir):
@@ -112,3 +113,17 @@ def test_bad_invocations(runs_root, tiny_notebooks, tiny_profile, capsys):
     # a run started with --only 00 cannot run 01 alone in a fresh run: its upstream is missing
     assert cli("--profile", str(tiny_profile), "--run-id", "r6", "--only", "01", nb_dir=tiny_notebooks) == 1
     assert "00_corpus has not run" in capsys.readouterr().err
+
+
+def test_kernel_runs_encrypted_so_its_plain_tcp_warning_is_gone(runs_root, tiny_notebooks, tiny_profile, capfd):
+    # Without CurveZMQ keys ipykernel prints "[IPKernelApp] WARNING | Kernel is running over TCP without encryption.
+    # ..." once per stage, straight to the stderr it shares with the runner (pipeline.kernel_config has the keys made).
+    body = ("import os\nfrom ipykernel.kernelapp import IPKernelApp\n"
+            "stage.write_metrics(encrypted=IPKernelApp.instance().curve_secretkey is not None)\n"
+            "os.write(2, b'[IPKernelApp] WARNING | another kernel warning\\n')\nstage.finish()")
+    make_notebook(tiny_notebooks / "00_corpus.ipynb", "00_corpus", 'run_dir = ""\nscale = 1\nlabel = "a"', body)
+    assert cli("--profile", str(tiny_profile), "--run-id", "r7", "--only", "00", nb_dir=tiny_notebooks) == 0
+    err = capfd.readouterr().err
+    assert "another kernel warning" in err  # the kernel's stderr still reaches ours: nothing else is hidden
+    assert "without encryption" not in err
+    assert json.loads((runs_root / "r7/00_corpus/metrics.json").read_text()) == {"encrypted": True}

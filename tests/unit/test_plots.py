@@ -5,6 +5,8 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from PIL import Image
 
 from paraqa_utils import plots
 
@@ -20,6 +22,9 @@ def saved(fig, tmp_path, topic="t", run_id="20240101-abc"):
     assert pdf.startswith(b"%PDF") and len(pdf) > 1000
     footers = [t.get_text() for t in fig.texts]
     assert f"ParaQA run {run_id}" in footers
+    pixels = np.asarray(Image.open(paths[0]).convert("L"))
+    edges = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    assert (edges == 255).all(), "something (the footer?) is cut off at the PNG's edge"
     assert not plt.fignum_exists(fig.number), "save must close the figure (no leak over many figures)"
     return paths
 
@@ -30,11 +35,17 @@ def n_bars(ax) -> int:
 
 # --- save --------------------------------------------------------------------------------------------------------
 def test_save_writes_png_and_pdf_with_the_footer(tmp_path):
-    fig, ax = plt.subplots()
+    fig, ax = plt.subplots(layout="constrained")
     ax.plot([0, 1], [0, 1])
-    saved(fig, tmp_path, "demo", "run-42")
-    footer = next(t for t in fig.texts if t.get_text() == "ParaQA run run-42")
-    assert footer.get_position() == (0.995, 0.005) and footer.get_ha() == "right"
+    ax.set(xlabel="a long x label that reaches the right-hand edge of the axes ......")
+    saved(fig, tmp_path, "demo", "20250301T142233Z_full_abc1234")
+    footer = next(t for t in fig.texts if t.get_text() == "ParaQA run 20250301T142233Z_full_abc1234")
+    fig.canvas = FigureCanvasAgg(fig)  # closed by save; draw it again as it was saved
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    below = footer.get_window_extent(r)
+    assert below.y1 < ax.get_tightbbox(r).y0  # under the x label and tick labels, never on them
+    assert below.x1 == pytest.approx(ax.get_tightbbox(r).x1) and footer.get_ha() == "right"
 
 
 def test_save_pdf_is_reproducible(tmp_path):
@@ -67,6 +78,18 @@ def test_scores_by_type(tmp_path):
     saved(fig, tmp_path, "scores_judge_a")
 
 
+def test_crowded_condition_names_are_turned_and_short_ones_stay_flat():
+    rows = lambda conds: pd.DataFrame([{"judge": "j", "condition": c, "question_type": "C", "score": 50.0}
+                                       for c in conds])
+    long = [f"implicit_explicit_variant_{i}" for i in range(8)]
+    fig = plots.scores_by_type(rows(long), "j", long)
+    assert {t.get_rotation() for t in fig.axes[0].get_xticklabels()} == {45.0}
+    plt.close(fig)
+    fig = plots.scores_by_type(rows(CONDS), "j", CONDS)
+    assert {t.get_rotation() for t in fig.axes[0].get_xticklabels()} == {0.0}
+    plt.close(fig)
+
+
 def test_judge_vs_accuracy(tmp_path):
     points = pd.DataFrame({"judge": ["a", "a", "b"], "condition": ["baseline", "explicit", "baseline"],
                            "ua": [0.3, 0.5, 0.3], "judge_score": [40.0, 55.0, 42.0]})
@@ -75,7 +98,11 @@ def test_judge_vs_accuracy(tmp_path):
     offsets = np.concatenate([c.get_offsets() for c in ax.collections])
     assert len(offsets) == 3
     assert sorted(map(tuple, offsets)) == sorted(zip(points["ua"], points["judge_score"]))
-    assert sorted(t.get_text() for t in ax.texts) == ["baseline", "baseline", "explicit"]
+    assert not ax.texts  # conditions by colour in a legend: labels beside the points collide when scores are close
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["condition", "baseline", "explicit", "judge", "a", "b"]
+    assert plots.judge_vs_accuracy(points, ["explicit", "baseline"]).axes[0].get_legend().get_texts()[1] \
+        .get_text() == "explicit"  # the run's condition order
     saved(fig, tmp_path, "judge_vs_accuracy")
 
 
@@ -84,14 +111,20 @@ def test_confusions(tmp_path):
                            "label": ["happy", "happy", "sad", "sad", "happy", "sad"],
                            "mapped": ["happy", "sad", "sad", None, "happy", "sad"]})
     fig = plots.confusions(labels, "emotion", ["zero_shot", "baseline", "explicit"])
-    assert [ax.get_title() for ax in fig.axes] == ["baseline", "explicit"]  # one panel per present condition
-    m = fig.axes[0].collections[0].get_array().reshape(2, 3)  # rows happy, sad; columns happy, sad, none
+    panels, bars = fig.axes[:-1], fig.axes[-1]
+    assert [ax.get_title() for ax in panels] == ["baseline", "explicit"]  # one panel per present condition
+    assert bars.get_label() == "<colorbar>"  # one colorbar for all panels
+    m = panels[0].collections[0].get_array().reshape(2, 3)  # rows happy, sad; columns happy, sad, none
     np.testing.assert_allclose(m, [[0.5, 0.5, 0.0], [0.0, 0.5, 0.5]])
     np.testing.assert_allclose(m.sum(axis=1), [1.0, 1.0])  # row-normalised
-    np.testing.assert_allclose(fig.axes[1].collections[0].get_array().reshape(2, 3),
+    np.testing.assert_allclose(panels[1].collections[0].get_array().reshape(2, 3),
                                [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    assert len(fig.axes[0].texts) == 6  # annotated (few classes)
-    assert fig.axes[0].get_ylabel() == "true" and fig.axes[1].get_ylabel() == ""
+    assert [t.get_text() for t in panels[0].texts] == ["50"] * 4  # percent of the row; zeros left blank
+    assert [t.get_text() for t in panels[1].texts] == ["100"] * 2
+    assert panels[0].get_ylabel() == "true label" and panels[1].get_ylabel() == ""
+    assert [t.get_text() for t in panels[0].get_yticklabels()] == ["happy", "sad"]
+    assert panels[1].get_yticklabels() == []  # class names once per row
+    assert [t.get_text() for t in panels[1].get_xticklabels()] == ["happy", "sad", "none"]
     assert "emotion" in fig.get_suptitle()
     saved(fig, tmp_path, "confusion_emotion")
 
@@ -164,6 +197,26 @@ def test_empty_data_gives_an_empty_figure_that_saves(tmp_path, name, make):
     saved(fig, tmp_path, f"empty_{name}")
 
 
+def test_confusions_never_print_zero_or_negative_zero():
+    """crosstab can give -0.0 and shares that round to 0: neither is printed."""
+    labels = pd.DataFrame({"condition": ["baseline"] * 301, "label": ["happy"] * 300 + ["sad"],
+                           "mapped": ["happy"] * 299 + ["sad", "sad"]})
+    fig = plots.confusions(labels, "emotion", ["baseline"])
+    assert [t.get_text() for t in fig.axes[0].texts] == ["100", "100"]  # 299/300 shows as 100; 1/300 as nothing
+    plt.close(fig)
+
+
+def test_confusions_wrap_into_rows_of_at_most_three():
+    for n, rows in ((1, 1), (3, 1), (4, 2), (6, 2), (7, 3)):
+        conds = [f"condition_{i}" for i in range(n)]
+        labels = pd.DataFrame({"condition": conds * 2, "label": ["a"] * n + ["b"] * n, "mapped": ["a"] * 2 * n})
+        fig = plots.confusions(labels, "gender", conds)
+        panels = fig.axes[:-1]
+        assert len(panels) == n and len({round(ax.get_position().y0, 3) for ax in panels}) == rows
+        assert max(sum(1 for a in panels if a.get_subplotspec().rowspan.start == r) for r in range(rows)) <= 3
+        plt.close(fig)
+
+
 def test_confusions_without_data_is_one_placeholder_panel():
     fig = plots.confusions(pd.DataFrame(columns=["condition", "label", "mapped"]), "gender", CONDS)
     assert [ax.get_title() for ax in fig.axes] == ["(none)"] and not fig.axes[0].collections
@@ -177,3 +230,7 @@ def test_empty_note(tmp_path):
     assert [t.get_text() for t in ax.texts] == ["no judge scores in this run"]
     assert ax.texts[0].get_position() == (0.5, 0.5)
     saved(fig, tmp_path, "empty_note")
+    long = plots.empty_note("word " * 40)
+    assert long.axes[0].texts[0].get_text().count("\n") >= 2  # wrapped here, and the figure grows with it
+    assert long.get_size_inches()[1] > fig.get_size_inches()[1]
+    plt.close(long)

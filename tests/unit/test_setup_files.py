@@ -37,3 +37,26 @@ def test_outputs_is_ignored_except_readme():
     gi = (REPO_ROOT / ".gitignore").read_text().splitlines()
     assert "outputs/*" in gi and "!outputs/README.md" in gi
     assert (REPO_ROOT / "outputs" / "README.md").exists()
+
+
+def lab_command(tmp_path, uid):
+    """`make -n lab` with `id -u` answering uid (a stub first on PATH); -o setup: print lab's recipe alone."""
+    import os
+    import subprocess
+
+    stub = tmp_path / f"uid{uid}"
+    stub.mkdir()
+    (stub / "id").write_text(f"#!/bin/sh\necho {uid}\n")
+    (stub / "id").chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}"}
+    res = subprocess.run(["make", "-n", "-o", "setup", "lab"], cwd=REPO_ROOT, env=env, capture_output=True,
+                         text=True, timeout=60, check=True)
+    return res.stdout.split()
+
+
+def test_make_lab_passes_allow_root_only_as_root(tmp_path):
+    # JupyterLab exits with "Running as root is not recommended" unless --allow-root (containers, CI images run as root)
+    as_root = lab_command(tmp_path, 0)
+    assert as_root[as_root.index("lab") - 1].endswith("/jupyter") and "--allow-root" in as_root
+    as_user = lab_command(tmp_path, 1000)
+    assert "lab" in as_user and "--allow-root" not in as_user

@@ -156,3 +156,69 @@ def test_length_grouped_batches_cover_every_sample_once():
 def test_user_turn_order():
     assert speech_data.user_content("Why?", "[0-1 s] sad") == f"{AUDIO_PLACEHOLDER}\n[0-1 s] sad\nWhy?"
     assert speech_data.user_content("Why?", None) == f"{AUDIO_PLACEHOLDER}\nWhy?"
+
+
+def test_system_prompt_replaces_the_template_default(stack, wav):
+    n = n_audio_tokens(audio.n_samples(wav), 15)
+    content = speech_data.user_content("How does the speaker feel?", None)
+    got = {s: PromptFormat(stack.tokenizer, 512, s).encode("ex", wav, "k", n, content, "Calm.")
+           for s in ("template", "", "Answer about the audio.")}
+    text = {s: stack.tokenizer.decode(e.input_ids) for s, e in got.items()}
+    own = stack.tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False)
+    assert own.split("<|im_start|>user")[0] == text["template"].split("<|im_start|>user")[0]  # the template's own head
+    assert text[""].startswith("<|im_start|>system\n<|im_end|>")  # an empty system turn
+    assert text["Answer about the audio."].startswith("<|im_start|>system\nAnswer about the audio.<|im_end|>")
+    for e in got.values():  # the audio span, the question and the answer are the same whatever the system turn
+        assert stack.tokenizer.decode([t for t in e.labels if t != IGNORE_INDEX]) == "Calm.<|im_end|>\n"
+        assert e.n_audio == n and "How does the speaker feel?" in stack.tokenizer.decode(e.input_ids)
+
+
+def test_auto_dtype_is_bf16_only_where_the_cpu_has_native_bf16(monkeypatch):
+    monkeypatch.setattr(speech_llm, "cpu_has_native_bf16", lambda: True)
+    assert speech_llm.resolve_dtype("auto", CPU) == torch.bfloat16
+    monkeypatch.setattr(speech_llm, "cpu_has_native_bf16", lambda: False)
+    assert speech_llm.resolve_dtype("auto", CPU) == torch.float32
+    assert speech_llm.resolve_dtype("float32", CPU) == torch.float32
+
+
+def test_a_bf16_stack_trains_float32_weights_under_autocast_and_agrees_with_float32(tiny_checkpoints, wav):
+    whisper_dir, llm_dir = tiny_checkpoints
+    enc = speech_llm.load_audio_encoder(whisper_dir, 15, CPU, torch.float32)
+    losses, grads = {}, {}
+    for dt in (torch.float32, torch.bfloat16):
+        llm, tok, _ = speech_llm.load_llm(llm_dir, CPU, dt)
+        llm = speech_llm.apply_lora(llm, 4, 8, 0.0, ["q_proj", "v_proj"])
+        torch.manual_seed(0)
+        model = SpeechLLM(enc, llm, tok, 15)
+        with torch.no_grad():  # LoRA B starts at 0: move it so that the LoRA path carries signal
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.1)
+        assert (model.autocast_dtype is not None) == (dt == torch.bfloat16)
+        lora = [m for m in llm.modules() if hasattr(m, "cast_input_dtype_enabled")]
+        assert lora and all(m.cast_input_dtype_enabled == (dt == torch.float32) for m in lora)
+        e = PromptFormat(tok, 512).encode("ex1", wav, audio.content_hash(wav), n_audio_tokens(audio.n_samples(wav), 15),
+                                          speech_data.user_content("How does the speaker feel?", None), "Happy.")
+        b = collate([e], tok.pad_token_id)
+        loss, n = model(b["input_ids"], b["attention_mask"], b["labels"], b["audio_mask"],
+                        speech_data.EncoderCache(enc, None).get([e]))
+        (loss / n).backward()
+        trainable = {k: p for k, p in model.named_parameters() if p.requires_grad}
+        assert all(p.dtype == torch.float32 and p.grad is not None and torch.isfinite(p.grad).all()
+                   for p in trainable.values())  # master weights and their gradients stay float32
+        losses[dt] = float(loss / n)
+        grads[dt] = trainable["adapter.proj.2.weight"].grad.flatten()
+    assert abs(losses[torch.bfloat16] - losses[torch.float32]) / losses[torch.float32] < 0.02
+    assert torch.nn.functional.cosine_similarity(grads[torch.bfloat16], grads[torch.float32], dim=0) > 0.95
+
+
+def test_answer_position_logits_equal_the_lms_own_forward(stack, wav, monkeypatch):
+    assert stack.llm.config.model_type in speech_llm.PLAIN_HEADS  # the tiny LM takes the answer-positions path
+    batch = [_encode(stack, wav), _encode(stack, wav, content="Is the speaker male or female?", target="Female.")]
+    states = speech_data.EncoderCache(stack.audio_encoder, None).get(batch)
+    b = collate(batch, stack.tokenizer.pad_token_id)
+    ours = stack(b["input_ids"], b["attention_mask"], b["labels"], b["audio_mask"], states)
+    monkeypatch.setattr(speech_llm, "PLAIN_HEADS", frozenset())  # through the LM's own forward instead
+    theirs = stack(b["input_ids"], b["attention_mask"], b["labels"], b["audio_mask"], states)
+    assert int(ours[1]) == int(theirs[1]) == sum(e.n_label_tokens for e in batch)
+    torch.testing.assert_close(ours[0], theirs[0], atol=1e-4, rtol=1e-5)

@@ -148,7 +148,9 @@ def cfg_for(run: Path, out: Path, models: tuple[str, str], **kw):
     base = dict(condition="implicit", train_file=str(d / "train_implicit.jsonl"), run_dir=str(run), out_dir=str(out),
                 whisper_model=models[0], llm_model=models[1], train_mode="adapter", n_steps=3, batch_size=2,
                 lr=0.01, warmup_ratio=0.0, schedule="constant", max_new_tokens=3, max_test_items=3,
-                torch_threads=1, progress=False, test_files={s: str(d / f"test_{s}.jsonl") for s in ("emotion", "gender")})
+                torch_threads=1, progress=False, test_files={s: str(d / f"test_{s}.jsonl") for s in ("emotion", "gender")},
+                # float32: these tests compare n processes with one to 1e-4, and `auto` is bf16 on a CPU with native bf16
+                dtype="float32")
     return make_config(**{**base, **kw})
 
 
@@ -243,7 +245,7 @@ def test_zero2_under_torchrun_follows_the_one_process_curve_and_resumes_its_opti
     first = W.run_subprocess(cfg_for(merged, tmp_path / "two", tiny_checkpoints, deepspeed_config=ZERO2), launch,
                              lambda _: None)
     assert first["deepspeed"]["zero_stage"] == 2 and first["deepspeed"]["train_batch_size"] == 4
-    assert first["deepspeed"]["bf16"] is False  # "auto" follows 04's dtype: float32 on CPU
+    assert first["deepspeed"]["bf16"] is False  # "auto" follows 04's dtype (float32 here)
     ckpt = tmp_path / "two" / "_cache" / "checkpoints" / "implicit"
     assert (ckpt / "zero").is_dir() and runs.read_json(ckpt / "state.json")["step"] == 3
     done = W.run_subprocess(cfg_for(merged, tmp_path / "two", tiny_checkpoints, deepspeed_config=ZERO2, n_steps=5),

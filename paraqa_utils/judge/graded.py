@@ -9,6 +9,8 @@ _DIR = Path(__file__).parent / "graded"
 GRADED_FILE = _DIR / "graded_v1.jsonl"  # the set the offline scorer was first developed on
 DEV_FILES = (GRADED_FILE, _DIR / "heldout_v1.jsonl")  # facets_v2 was revised looking at both: its dev sets
 HELDOUT_FILE = _DIR / "heldout_v2.jsonl"  # written blind by the same rubric, scored once after the revision
+DEV_V2_FILE = _DIR / "dev_v2.jsonl"  # a third dev set, written blind from the rubric: training data of learned_v1
+BLIND_FILE = _DIR / "graded_v3.jsonl"  # written blind, held out from learned_v1, scored once with it frozen
 FIELDS = {"id": str, "question_type": str, "question": str, "reference": str, "answer": str, "grade": int}
 MIN_SPEARMAN = 0.8  # a judge passes the graded-set check at or above this rank correlation
 

@@ -6,7 +6,9 @@ import sys
 
 from paraqa_utils.judge.llm_judge import RUBRICS
 from paraqa_utils.judge import score
+from paraqa_utils.judge.scorers import SCORERS
 from paraqa_utils.judge.score import JUDGES, ScoreError, score_file, summary_lines
+from paraqa_utils.judge.learned import LearnedJudgeError
 from paraqa_utils.llm import LLMConfigError
 
 N_REJECTS_SHOWN = 5
@@ -24,8 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--items", required=True, help="input JSONL")
     c.add_argument("--out", required=True, help="output JSONL (05's judgment rows, keyed by id)")
     c.add_argument("--judge", required=True, choices=JUDGES,
-                   help="offline: the facet scorer; embedded: the LLM judge on the embedded SmolLM2 server; "
+                   help="offline: the learned offline judge (--scorer); embedded: the LLM judge on the embedded SmolLM2 server; "
                         "openai: the LLM judge on an OpenAI-compatible endpoint")
+    c.add_argument("--scorer", default=None, choices=list(SCORERS),
+                   help="offline: learned_v2 (default) or facets_v2 (the earlier rules, to recompute earlier runs)")
     c.add_argument("--base-url", default="", help="openai: the endpoint, e.g. https://api.openai.com/v1")
     c.add_argument("--model", default="", help="openai: the served model id")
     c.add_argument("--api-key-env", default=None,
@@ -39,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     knobs = {k: v for k, v in (("n_judge_runs", args.runs), ("concurrency", args.concurrency)) if v is not None}
     try:
         s = score_file(args.items, args.out, args.judge, args.rubric, args.base_url, args.model, args.api_key_env,
-                       args.name, args.cache_dir, knobs or None)
-    except (ScoreError, LLMConfigError, ValueError) as exc:  # ValueError: 05's settings checks (e.g. --runs 0)
+                       args.name, args.cache_dir, knobs or None, scorer=args.scorer)
+    except (ScoreError, LLMConfigError, LearnedJudgeError, ValueError) as exc:  # ValueError: 05's settings checks (e.g. --runs 0)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for r in s["rejects"][:N_REJECTS_SHOWN]:

@@ -9,8 +9,10 @@ _DIR = Path(__file__).parent / "graded"
 GRADED_FILE = _DIR / "graded_v1.jsonl"  # the set the offline scorer was first developed on
 DEV_FILES = (GRADED_FILE, _DIR / "heldout_v1.jsonl")  # facets_v2 was revised looking at both: its dev sets
 HELDOUT_FILE = _DIR / "heldout_v2.jsonl"  # written blind by the same rubric, scored once after the revision
-DEV_V2_FILE = _DIR / "dev_v2.jsonl"  # a third dev set, written blind from the rubric: training data of learned_v1
-BLIND_FILE = _DIR / "graded_v3.jsonl"  # written blind, held out from learned_v1, scored once with it frozen
+DEV_V2_FILE = _DIR / "dev_v2.jsonl"  # a third dev set, written blind from the rubric: training data of the learned judge
+DEV_V3_FILE = _DIR / "dev_v3.jsonl"  # a fourth one, by another author: training data too
+BLIND_FILE = _DIR / "graded_v3.jsonl"  # written blind; held out (the first learned head was scored on it once)
+BLIND_V4_FILE = _DIR / "graded_v4.jsonl"  # written blind; held out, scored once with the learned judge frozen
 FIELDS = {"id": str, "question_type": str, "question": str, "reference": str, "answer": str, "grade": int}
 MIN_SPEARMAN = 0.8  # a judge passes the graded-set check at or above this rank correlation
 

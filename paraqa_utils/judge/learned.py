@@ -1,4 +1,4 @@
-"""The learned offline judge (`offline/learned_v1`, the offline default): a small head on features.py's vector.
+"""The learned offline judge (`offline/learned_v2`, the offline default): a small head on features.py's vector.
 
 Trained by `make judge-model` (`python -m paraqa_utils.judge.learned train`) on the dev graded sets and on
 perturb.py's answers made from their bases, never on a held-out set. The head is an ensemble of small MLPs whose
@@ -20,11 +20,11 @@ import numpy as np
 from paraqa_utils import runs
 from paraqa_utils.judge import features, graded, perturb
 
-NAME = "offline/learned_v1"
-RUBRIC = "learned_v1"
+NAME = "offline/learned_v2"
+RUBRIC = "learned_v2"
 MAKE_TARGET = "make judge-model"
-TRAIN_FILES = (*graded.DEV_FILES, graded.DEV_V2_FILE)
-NEVER_TRAIN = (graded.HELDOUT_FILE, graded.BLIND_FILE)
+TRAIN_FILES = (*graded.DEV_FILES, graded.DEV_V2_FILE, graded.DEV_V3_FILE)
+NEVER_TRAIN = (graded.HELDOUT_FILE, graded.BLIND_FILE, graded.BLIND_V4_FILE)
 SOURCES = ("features.py", "perturb.py", "quantities.py", "learned.py", "offline.py")
 PERTURBED_WEIGHT = 0.5  # a perturbation counts half a hand-graded item
 HEAD = {"hidden": 16, "members": 5, "epochs": 150, "lr": 0.01, "weight_decay": 0.001, "seed": 0}
@@ -35,7 +35,7 @@ class LearnedJudgeError(RuntimeError):
 
 
 def model_dir() -> Path:
-    return runs.cache_dir() / "judge" / "learned_v1"
+    return runs.cache_dir() / "judge" / "learned_v2"
 
 
 def training_sha() -> str:

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from paraqa_utils import runs
 from paraqa_utils.text import Embed
-from paraqa_utils.judge import graded, offline
+from paraqa_utils.judge import graded, scorers
 from paraqa_utils.judge import validation as jv
 from paraqa_utils.judge.llm_judge import ASR_SETS, LABEL_SETS, OPEN_SETS, JudgeConfig, judge_items, rubric_path
 from paraqa_utils.judge.settings import JudgeSettings
@@ -34,6 +36,11 @@ def asr_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def swap_probes(items: list[dict[str, Any]], seed: int, n: int) -> list[dict[str, Any]]:
     """Reference-swap probes (jv.probe_items) drawn from the open-ended items."""
     return jv.probe_items(open_items(items), seed, n)
+
+
+def good_probes(items: list[dict[str, Any]], seed: int, n: int) -> list[dict[str, Any]]:
+    """Known-good reference-swap probes (jv.good_probe_items) from the open-ended items: 2 x n judge calls."""
+    return jv.good_probe_items(open_items(items), seed, n)
 
 
 def run_llm_judges(stage: runs.Stage, settings: JudgeSettings, items: list[dict[str, Any]],
@@ -106,21 +113,86 @@ def write_similarity(stage: runs.Stage, items: list[dict[str, Any]], embed: Embe
     return sim
 
 
-def offline_judgments(items: list[dict[str, Any]], probes: list[dict[str, Any]], embed: Embed) -> list[dict[str, Any]]:
-    """The offline facet scorer (offline.NAME) on every open-ended and label item and on the swap probes: judgment
-    rows beside the LLM judges' (it needs no LLM call, so it takes every answer)."""
-    return offline.judgment_rows([*open_items(items), *label_items(items), *probes], embed)
+@functools.lru_cache(maxsize=4)
+def offline_scorer(name: str, embed: Embed | None) -> scorers.Offline:
+    """One offline scorer, loaded once per stage (the learned one reads its model file: `make judge-model`)."""
+    return scorers.Offline(name, embed=embed)
 
 
-def graded_agreement(embed: Embed) -> dict[str, Any]:
-    """{offline.NAME: {dev, heldout: {spearman, n, passed}}}: the offline scorer against our hand grades, on the set
-    it was developed on and on the held-out one (the one validity's graded_set check reads)."""
-    scorer = offline.FacetScorer(embed)
-    out = {}
-    for part, paths in (("dev", graded.DEV_FILES), ("heldout", (graded.HELDOUT_FILE,))):
-        items = [it for path in paths for it in graded.load_graded(path)]
-        out[part] = graded.agreement([it["grade"] for it in items], [f.grade for f in scorer.score(items)])
-    return {offline.NAME: out}
+def offline_judgments(items: list[dict[str, Any]], probes: list[dict[str, Any]], embed: Embed,
+                      names: tuple[str, ...] | list[str] = (scorers.DEFAULT,)) -> list[dict[str, Any]]:
+    """Each offline scorer (judge/scorers.py) on every open-ended and label item and on the probes: judgment rows
+    beside the LLM judges' (no LLM call, so every answer is scored), each with the scorer's version."""
+    todo = [*open_items(items), *label_items(items), *probes]
+    return [r for name in names for r in offline_scorer(name, embed).rows(todo)]
+
+
+def graded_agreement(embed: Embed, names: tuple[str, ...] | list[str] = (scorers.DEFAULT,),
+                     llm: dict[str, Any] | None = None) -> dict[str, Any]:
+    """{judge: {dev, heldout: {spearman, n, passed, sets}}}: each offline scorer against our hand grades on the sets
+    it was built on and on those it never saw (validity's graded_set check reads `heldout`), and the LLM judges'
+    figures (run_llm_graded) beside them."""
+    out = {scorers.judge_name(n): offline_scorer(n, embed).graded_figures() for n in names}
+    return {**out, **(llm or {})}
+
+
+def graded_items(names: list[str], max_items: int, seed: int) -> list[dict[str, Any]]:
+    """The graded sets' items as judge items (test set "graded:<name>"), at most max_items a set (a fixed draw)."""
+    import numpy as np
+
+    out = []
+    for name in names:
+        items = graded.load_graded(Path(graded._DIR) / f"{name}.jsonl")
+        if 0 <= max_items < len(items):
+            keep = sorted(np.random.default_rng(seed).permutation(len(items))[:max_items])
+            items = [items[i] for i in keep]
+        out += [{**it, "item_id": f"{name}:{it['id']}", "condition": None, "test_set": f"graded:{name}"}
+                for it in items]
+    return out
+
+
+def run_llm_graded(stage: runs.Stage, settings: JudgeSettings) -> dict[str, Any]:
+    """Every LLM judge x 0-5 rubric on the graded sets named by llm_graded_sets: {judge: {heldout: agreement with
+    `sets`}}; rows -> graded_judgments.jsonl. Replies are cached across runs (outputs/cache/judge/graded_llm/<name>:
+    the cache is keyed on model, prompt and sampling), so a machine pays for them once."""
+    s = settings
+    items = graded_items(s.llm_graded_sets, s.llm_graded_max_items, s.seed)
+    if not items:
+        return {}
+    grade = {it["item_id"]: it["grade"] for it in items}
+    rows: list[dict[str, Any]] = []
+    with contextlib.ExitStack() as stack:
+        for spec in s.specs:
+            ep = stack.enter_context(llm_endpoint(spec["base_url"], spec["model"], stage.dir, spec["api_key_env"],
+                                                  n_threads=s.judge_server_threads or None))
+            client = LLMClient([ep], cache_dir=runs.cache_dir() / "judge" / "graded_llm" / spec["name"],
+                               ledger_name=f"judge-graded:{spec['name']}", concurrency=s.concurrency,
+                               timeout_s=s.timeout_s, max_retries=s.max_retries, price_table=s.price_table,
+                               response_format="auto")
+            for rubric in s.rubrics:
+                cfg = JudgeConfig(f"{spec['name']}/{rubric}", rubric, client, s.judge_temperature, s.judge_max_tokens,
+                                  s.n_judge_runs)
+                rows += judge_items(cfg, items)
+    runs.write_jsonl(stage.dir / "graded_judgments.jsonl", rows)
+    out: dict[str, Any] = {}
+    for name in dict.fromkeys(r["judge"] for r in rows):
+        sets: dict[str, Any] = {}
+        union_g: list[float] = []
+        union_s: list[float] = []
+        for gset in s.llm_graded_sets:
+            per: dict[str, list[float]] = {}
+            for r in rows:
+                if r["judge"] == name and r["test_set"] == f"graded:{gset}" and r["score_100"] is not None:
+                    per.setdefault(r["item_id"], []).append(r["score_100"])
+            ids = list(per)
+            g, sc = [grade[i] for i in ids], [sum(per[i]) / len(per[i]) for i in ids]
+            n_asked = sum(it["test_set"] == f"graded:{gset}" for it in items)
+            sets[gset] = {**graded.agreement(g, sc), "n_asked": n_asked, "n_unparsed": n_asked - len(ids)}
+            union_g, union_s = union_g + g, union_s + sc
+        worst = [v["spearman"] for v in sets.values()]
+        out[name] = {"heldout": {**graded.agreement(union_g, union_s), "sets": sets,
+                                 "passed": all(w is not None and w >= graded.MIN_SPEARMAN for w in worst)}}
+    return out
 
 
 def write_validation(stage: runs.Stage, judgments: list[dict[str, Any]], lab: pd.DataFrame,

@@ -13,7 +13,7 @@ ORDINALS = {w: i + 1 for i, w in enumerate("first second third fourth fifth sixt
                                            "twelfth thirteenth fourteenth fifteenth sixteenth seventeenth "
                                            "eighteenth nineteenth twentieth".split())}
 COUNT_WORDS = {"dozen": 12, "couple": 2, "pair": 2, "half": 0.5, "quarter": 0.25, "once": 1, "twice": 2,
-               "thrice": 3, "fiver": 5, "tenner": 10, "score": 20, "single": 1, "both": 2, "triple": 3, "double": 2}
+               "thrice": 3, "trio": 3, "quartet": 4, "fiver": 5, "tenner": 10, "score": 20, "single": 1, "both": 2, "triple": 3, "double": 2}
 # unit word -> (dimension, factor to the base unit)
 UNITS = {
     "second": ("time", 1 / 60), "sec": ("time", 1 / 60), "minute": ("time", 1), "min": ("time", 1),
@@ -77,29 +77,53 @@ def _clock(text: str) -> str:
     return SPOKEN_TIME.sub(one, text)
 
 
-def quantities(text: str) -> list[tuple[float, str]]:
-    """Every quantity in `text` as (value in the base unit, dimension); a bare count has dimension "count", a
-    clock time "clock" (minutes after midnight on a 12-hour dial)."""
-    s = _clock((text or "").lower().replace("-", "-"))
+FRACTIONS = {"half": 0.5, "third": 1 / 3, "quarter": 0.25, "fifth": 0.2, "tenth": 0.1}
+MINUTES_TO = re.compile(r"\b(\d+|[a-z]+) minutes? (past|after|to|before) (\d+|[a-z]+)\b")
+
+
+def _prepare(text: str) -> str:
+    s = (text or "").lower()
+    s = re.sub(r"\b([ap])\.m\.?", r"\1m", s)
+
+    def minutes(m: re.Match) -> str:
+        mins, hour = m.group(1), m.group(3)
+        mm = int(mins) if mins.isdigit() else ONES.get(mins, TENS.get(mins))
+        h = int(hour) if hour.isdigit() else ONES.get(hour)
+        if mm is None or h is None or not 0 < mm < 60:
+            return m.group(0)
+        hh, mm = (h, mm) if m.group(2) in ("past", "after") else ((h - 1) % 12 or 12, 60 - mm)
+        return f"{hh}:{mm:02d}"
+    s = MINUTES_TO.sub(minutes, _clock(s))
+    s = re.sub(r"\b(?:a|one) (half|third|quarter|fifth|tenth) of an? ([a-z]+)\b",
+               lambda m: f"{FRACTIONS[m.group(1)]:.4f} {m.group(2)}", s)
+    s = re.sub(r"\b(\d+|[a-z]+) and a half\b", lambda m: (f"{int(m.group(1)) + 0.5}" if m.group(1).isdigit() else
+                                                        f"{ONES[m.group(1)] + 0.5}" if m.group(1) in ONES else
+                                                        m.group(0)), s)
+    s = re.sub(r"\bhalf an? (?!dozen|hour and)([a-z]+)\b", r"0.5 \1", s)
     for pat, rep in PHRASES:
         s = re.sub(pat, rep, s)
-    toks = TOKEN.findall(s)
-    out: list[tuple[float, str]] = []
+    return s
+
+
+def _scan(text: str) -> list[tuple[float, str, str, int, int]]:
+    """(value in the base unit, dimension, unit word, first token, token after) for every quantity."""
+    toks = TOKEN.findall(_prepare(text))
+    out: list[tuple[float, str, str, int, int]] = []
     i = 0
     while i < len(toks):
         t, value, used = toks[i], None, 1
         if t in ("$", "£", "€") and i + 1 < len(toks) and re.fullmatch(r"\d+(?:[.,]\d+)?", toks[i + 1]):
-            out.append((float(toks[i + 1].replace(",", "")) * UNITS[t][1], UNITS[t][0]))
+            out.append((float(toks[i + 1].replace(",", "")) * UNITS[t][1], UNITS[t][0], t, i, i + 2))
             i += 2
             continue
         if re.fullmatch(r"\d+:\d\d", t):
             h, m = (int(x) for x in t.split(":"))
-            out.append(((h % 12) * 60 + m, "clock"))
+            out.append(((h % 12) * 60 + m, "clock", "", i, i + 1))
             i += 1
             continue
         if t in ORDINALS or re.fullmatch(r"\d+(st|nd|rd|th)", t):
             if t != "second" or (i > 0 and toks[i - 1] == "the"):  # "a second" is a unit (PHRASES)
-                out.append((float(ORDINALS.get(t) or int(re.sub(r"\D", "", t))), "ordinal"))
+                out.append((float(ORDINALS.get(t) or int(re.sub(r"\D", "", t))), "ordinal", "", i, i + 1))
                 i += 1
                 continue
         if t == "one" and ((i > 0 and toks[i - 1] in ("the", "this", "that", "which", "no", "any", "every")) or
@@ -127,27 +151,50 @@ def quantities(text: str) -> list[tuple[float, str]]:
                                                 ("" if not unit.endswith("es") or unit[:-2] not in UNITS else unit[:-2]))
         if unit_key:
             dim, factor = UNITS[unit_key]
-            if dim == "clock":
-                out.append(((int(value) % 12) * 60, "clock"))
-            else:
-                out.append((value * factor, dim))
             j += 1
+            out.append(((int(value) % 12) * 60 if dim == "clock" else value * factor, dim, unit_key, i, j))
         else:
-            out.append((value, "count"))
+            out.append((value, "count", "", i, j))
         i = max(j, i + 1)
+    return _merge(out, toks)
+
+
+def _merge(found: list[tuple[float, str, str, int, int]], toks: list[str]) -> list[tuple[float, str, str, int, int]]:
+    """"a week and three days" -> 10 days; "four pounds fifty" -> 4.50 pounds."""
+    out: list[tuple[float, str, str, int, int]] = []
+    for q in found:
+        if out:
+            v, d, u, a, b = out[-1]
+            gap = toks[b:q[3]]
+            if (d in ("time", "length", "mass") and q[1] == d and gap in ([], ["and"]) and
+                    UNITS[q[2]][1] < UNITS[u][1]):
+                out[-1] = (v + q[0], d, u, a, q[4])
+                continue
+            if d in ("usd", "gbp", "eur") and q[1] == "count" and gap in ([], ["and"]) and 0 < q[0] < 100:
+                out[-1] = (v + q[0] / 100, d, u, a, q[4])
+                continue
+        out.append(q)
     return out
+
+
+def quantities(text: str) -> list[tuple[float, str]]:
+    """Every quantity in `text` as (value in the base unit, dimension); a bare count has dimension "count", a
+    clock time "clock" (minutes after midnight on a 12-hour dial)."""
+    return [(v, d) for v, d, *_ in _scan(text)]
 
 
 def compare(reference: str, answer: str) -> tuple[bool, float, bool]:
     """(the reference gives a quantity, the share of its quantities the answer gives, the answer gives a quantity
     of a dimension the reference has but a value it does not)."""
-    ref, ans = quantities(reference), quantities(answer)
+    ref, ans = _scan(reference), _scan(answer)
     if not ref:
         return False, 0.0, False
 
-    def same(a: tuple[float, str], b: tuple[float, str]) -> bool:
-        return abs(a[0] - b[0]) <= 1e-6 * max(1.0, abs(b[0])) and (a[1] == b[1] or "count" in (a[1], b[1]))
+    def same(a: tuple, b: tuple) -> bool:
+        # converted across unit systems ("two miles", "3 kilometres") the figures are rounded: within 10 %
+        tol = 0.1 if a[2] and b[2] and a[1] == b[1] and UNITS[a[2]][1] != UNITS[b[2]][1] else 1e-6
+        return abs(a[0] - b[0]) <= tol * max(1.0, abs(b[0])) and (a[1] == b[1] or "count" in (a[1], b[1]))
     matched = sum(any(same(a, r) for a in ans) for r in ref) / len(ref)
-    dims = {d for _, d in ref}
-    conflict = any(d in dims and not any(same(a, r) for r in ref) for a in ans for d in [a[1]])
+    dims = {r[1] for r in ref}
+    conflict = any(a[1] in dims and not any(same(a, r) for r in ref) for a in ans)
     return True, matched, conflict

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from paraqa_utils import params, runs, text
-from paraqa_utils.judge import offline
+from paraqa_utils.judge import scorers
 from paraqa_utils.judge.llm_judge import RUBRICS, JudgeConfig, judge_items, rubric_sha
 from paraqa_utils.judge.settings import JudgeSettings
 from paraqa_utils.llm import LLMClient, api_key_for, llm_endpoint, public_url
@@ -151,11 +151,12 @@ def unfinished(row: dict[str, Any]) -> bool:
     return not row["parse_ok"] and not row["raw"] and row["parse_note"] not in REPLY_KINDS
 
 
-def score_offline(items: list[dict[str, Any]], out: Path, embed: Embed | None) -> dict[str, Any]:
+def score_offline(items: list[dict[str, Any]], out: Path, embed: Embed | None, scorer: str) -> dict[str, Any]:
     embed = embed if embed is not None else text.minilm_embedder("")
-    rows = offline.judgment_rows([to_judge(it) for it in items], embed) if items else []
+    judge = scorers.Offline(scorer, embed=embed)
+    rows = judge.rows([to_judge(it) for it in items]) if items else []
     runs.write_jsonl(out, (out_row(r, it) for r, it in zip(rows, items)))
-    return {"judge": offline.NAME, "top": 5, "n_reused": None, "n_failed": 0, "ledger": None}
+    return {"judge": judge.name, "version": judge.version, "top": 5, "n_reused": None, "n_failed": 0, "ledger": None}
 
 
 def llm_identity(s: JudgeSettings, rubric: str) -> dict[str, Any]:
@@ -207,32 +208,38 @@ def judge_missing(todo: list[dict[str, Any]], out: Path, s: JudgeSettings, rubri
 def score_file(items_path: Path, out: Path, judge: str = "offline", rubric: str | None = None, base_url: str = "",
                model: str = "", api_key_env: str | None = None, name: str | None = None,
                cache_dir: Path | None = None, knobs: dict[str, Any] | None = None,
-               embed: Embed | None = None) -> dict[str, Any]:
+               embed: Embed | None = None, scorer: str | None = None) -> dict[str, Any]:
     """Score `items_path` with one judge into `out` (rejects beside it); returns the summary (`summary_lines`).
 
-    knobs: JudgeSettings fields (n_judge_runs, concurrency, timeout_s, ...); a knob not given is 05's default."""
+    knobs: JudgeSettings fields (n_judge_runs, concurrency, timeout_s, ...); a knob not given is 05's default.
+    scorer: the offline judge's scorer (scorers.SCORERS; default learned_v2)."""
     t0 = time.monotonic()
     items_path, out = Path(items_path), Path(out)
     if not items_path.is_file():
         raise ScoreError(f"--items {items_path}: no such file")
     settings = None
     if judge == "offline":
-        if rubric not in (None, offline.RUBRIC) or base_url or model or api_key_env or name or cache_dir or knobs:
-            raise ScoreError(f"the offline judge takes no endpoint, name or sampling options; its one rubric is "
-                             f"{offline.RUBRIC}")
+        scorer = scorer or scorers.DEFAULT
+        if scorer not in scorers.SCORERS:
+            raise ScoreError(f"--scorer {scorer!r}: one of {', '.join(scorers.SCORERS)}")
+        if rubric or base_url or model or api_key_env or name or cache_dir or knobs:
+            raise ScoreError("the offline judge takes no rubric, endpoint, name or sampling options (choose its "
+                             f"scorer with --scorer: {', '.join(scorers.SCORERS)})")
+    elif scorer:
+        raise ScoreError(f"--scorer is for --judge offline, not {judge}")
     else:
         settings = judge_settings(judge, base_url, model, api_key_env, name, knobs)
         rubric = rubric or settings.rubrics[0]  # 05's first 0-5 rubric
         if rubric not in RUBRICS:
             raise ScoreError(f"--rubric {rubric!r}: one of {', '.join(RUBRICS)}")
     # an out file of another judge is refused before anything is written
-    rows = (read_rows(out, offline.NAME, offline.RUBRIC, {}) if settings is None else
+    rows = (read_rows(out, scorers.judge_name(scorer), scorer, {}) if settings is None else
             read_rows(out, f"{settings.judge_name}/{rubric}", rubric, llm_identity(settings, rubric)))
     items, rejects = read_items(items_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     runs.write_jsonl(rejects_path(out), rejects)
     if settings is None:
-        summary = score_offline(items, out, embed)
+        summary = score_offline(items, out, embed, scorer)
     else:
         cache = Path(cache_dir) if cache_dir else out.with_name(out.name + ".cache")
         summary = score_llm(items, rows, out, settings, rubric, cache)
@@ -262,7 +269,8 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
         return "n/a" if x is None else format(x, spec)
 
     where = f" ({s['n_reused']} already in {s['out']})" if s["n_reused"] is not None else f" into {s['out']}"
-    lines = [f"judge {s['judge']}" + (f" ({s['model']} at {s['endpoint']})" if s.get("endpoint") else ""),
+    lines = [f"judge {s['judge']}" + (f" ({s['model']} at {s['endpoint']})" if s.get("endpoint") else "")
+             + (f" ({s['version']})" if s.get("version") else ""),
              f"scored {s['n_scored']} item(s){where}, rejected {s['n_rejected']}"
              + (f" (see {s['rejects_path']})" if s["n_rejected"] else "")
              + (f", {s['n_failed']} without a reply (rerun to retry)" if s["n_failed"] else ""),

@@ -5,7 +5,9 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
+from paraqa_utils.judge.graded import _DIR as GRADED_DIR
 from paraqa_utils.judge.llm_judge import RUBRICS
+from paraqa_utils.judge.scorers import SCORERS
 from paraqa_utils.params import check_types
 
 JUDGE_KEYS = ("name", "base_url", "model", "api_key_env")  # what one judge endpoint is described by
@@ -34,7 +36,11 @@ class JudgeSettings:
     timeout_s: float
     max_retries: int
     max_items_per_set: int  # -1: all
-    n_swap_probes: int
+    n_swap_probes: int  # model-answer swap probes (information)
+    n_good_probes: int  # known-good answers scored with their own and another item's reference (validity's check)
+    offline_scorers: list  # offline judges by name (judge/scorers.py): learned_v2 (default), facets_v2
+    llm_graded_sets: list  # graded sets (judge/graded/<name>.jsonl) the LLM judges are scored on; [] for none
+    llm_graded_max_items: int  # items per graded set the LLM judges score (-1: all)
     min_label_similarity: float
     price_table: dict  # model -> [usd per 1M prompt tokens, usd per 1M completion tokens]
 
@@ -57,6 +63,13 @@ class JudgeSettings:
                   (self.max_retries >= 0, f"max_retries={self.max_retries}: must be >= 0"),
                   (self.max_items_per_set >= -1, f"max_items_per_set={self.max_items_per_set}: >= 0, or -1 for all"),
                   (self.n_swap_probes >= 0, f"n_swap_probes={self.n_swap_probes}: must be >= 0"),
+                  (self.n_good_probes >= 0, f"n_good_probes={self.n_good_probes}: must be >= 0"),
+                  (all(x in SCORERS for x in self.offline_scorers),
+                   f"offline_scorers={self.offline_scorers!r}: names of {', '.join(SCORERS)}"),
+                  (all(isinstance(x, str) and (GRADED_DIR / f"{x}.jsonl").is_file() for x in self.llm_graded_sets),
+                   f"llm_graded_sets={self.llm_graded_sets!r}: names of sets in judge/graded/ "
+                   f"({', '.join(sorted(p.stem for p in GRADED_DIR.glob('*.jsonl')))})"),
+                  (self.llm_graded_max_items >= -1, f"llm_graded_max_items={self.llm_graded_max_items}: >= 0, or -1"),
                   (-1 <= self.min_label_similarity <= 1,
                    f"min_label_similarity={self.min_label_similarity}: a cosine similarity, within -1..1"),
                   *extra_judge_checks(self.extra_judges, self.judge_name)]

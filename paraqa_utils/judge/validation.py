@@ -148,8 +148,47 @@ def probe_items(items: list[dict[str, Any]], seed: int, n: int) -> list[dict[str
     return out
 
 
+def good_probe_items(items: list[dict[str, Any]], seed: int, n: int) -> list[dict[str, Any]]:
+    """Reference-swap probes that test the judge, not the models: a known-good answer (the item's own reference)
+    scored against its own reference (`good_own`) and against another item's (`good_swap`, same test set, another
+    reference). A judge must score the second lower, whatever the models answered."""
+    rng = np.random.default_rng(seed + 1)
+    pool = list({it["reference"]: it for it in items if (it.get("reference") or "").strip()}.values())
+    out = []
+    for i in rng.permutation(len(pool))[:n]:
+        it = pool[int(i)]
+        others = [o for o in pool if o["test_set"] == it["test_set"] and o["reference"] != it["reference"]]
+        if not others:
+            continue
+        o = others[int(rng.integers(len(others)))]
+        base = {**it, "answer": it["reference"], "probe_of": it["item_id"]}
+        out += [{**base, "item_id": f"{it['item_id']}#good", "probe": "good_own"},
+                {**base, "item_id": f"{it['item_id']}#good_swap", "reference": o["reference"], "probe": "good_swap"}]
+    return out
+
+
+def good_swap_report(j: pd.DataFrame) -> dict[str, Any]:
+    """Per judge: the known-good answers' mean score with their own reference and with another item's, and the
+    share of pairs where the swapped one scored lower (validity's reference_swap check reads this)."""
+    out = {}
+    for judge, g in j.groupby("judge"):
+        g = g.dropna(subset=["score_100"]).assign(of=lambda d: d["item_id"].astype(str).str.split("#").str[0])
+        own = g[g["probe"] == "good_own"].groupby("of")["score_100"].mean()
+        sw = g[g["probe"] == "good_swap"].groupby("of")["score_100"].mean()
+        both = own.index.intersection(sw.index)
+        if not len(both) and not len(own) and not len(sw):
+            continue
+        o, s = own[both].to_numpy(), sw[both].to_numpy()
+        out[judge] = {"n": int(len(both)), "mean_original": float(o.mean()) if len(both) else None,
+                      "mean_swapped": float(s.mean()) if len(both) else None,
+                      "share_swapped_lower": float(np.mean(s < o)) if len(both) else None,
+                      "probe": "known-good answer (the reference) with its own vs another item's reference"}
+    return out
+
+
 def swap_report(j: pd.DataFrame) -> dict[str, Any]:
-    """Mean judge score for the original pairs vs the swapped-reference probes (the latter must be low)."""
+    """Mean judge score for the original pairs vs the swapped-reference probes of the models' answers (the latter
+    should be low; information only, as it depends on how good the models' answers are)."""
     out = {}
     for judge, g in j.groupby("judge"):
         sw = g[g["probe"] == "swap"].dropna(subset=["score_100"])
@@ -197,9 +236,10 @@ def validation_report(judgments: pd.DataFrame, lab: pd.DataFrame, classification
                           for name, g in jl.groupby("judge")},
         "judge_agreement": judge_agreement(j[j["probe"].isna()].dropna(subset=["score_100"])),
         "length_bias": length_bias(jl) if len(jl) else {},
-        "reference_swap": swap_report(j[j["test_set"].isin(open_sets)]),
+        "reference_swap": good_swap_report(j[j["test_set"].isin(open_sets)]),
+        "reference_swap_model_answers": swap_report(j[j["test_set"].isin(open_sets)]),
         "parse_fail_rate": (1 - j.groupby("judge")["parse_ok"].mean()).to_dict(),
         "n_judgments": j.groupby("judge").size().astype(int).to_dict(),
-        "graded_set": graded or {},  # judge -> {dev, heldout: {spearman, n, passed}} (graded.graded_agreement)
+        "graded_set": graded or {},  # judge -> {dev, heldout: {spearman, n, passed, sets}} (panel.graded_agreement)
     }
     return {**report, "verdict": judge_verdict(report)}

@@ -7,15 +7,16 @@ from __future__ import annotations
 from typing import Any
 
 MAX_PARSE_FAIL_RATE = 0.2  # share of a judge's replies without a usable rating
-MIN_SHARE_SWAPPED_LOWER = 0.5
-MIN_GRADED_SPEARMAN = 0.8  # rank correlation with our hand grades (judge/graded/heldout_v2.jsonl)  # share of reference-swap pairs the swapped reference must score lower on
+MIN_SHARE_SWAPPED_LOWER = 0.5  # share of reference-swap pairs the swapped reference must score lower on
+MIN_GRADED_SPEARMAN = 0.8  # rank correlation with our hand grades, on every held-out graded set (judge/graded/)
 DEFINITION = (
-    "A judge passes when (1) answers paired with another item's reference (reference-swap probes) score lower on "
-    "average than with their own reference, and lower in at least "
+    "A judge passes when (1) known-good answers (an item's own reference) paired with another item's reference "
+    "(reference-swap probes) score lower on average than with their own reference, and lower in at least "
     f"{MIN_SHARE_SWAPPED_LOWER:.0%} of the pairs (for judges of the open-ended sets); (2) it ranks the conditions "
     "in the same direction as their unweighted accuracy (UA) on the label sets does (Kendall tau > 0 over at least "
     f"2 conditions); (3) at most {MAX_PARSE_FAIL_RATE:.0%} of its replies lack a usable rating; (4) for a judge "
-    f"scored on our held-out graded set (judge/graded/), Spearman >= {MIN_GRADED_SPEARMAN} with our grades. A check "
+    f"scored on our held-out graded sets (judge/graded/), Spearman >= {MIN_GRADED_SPEARMAN} with our grades on each. "
+    "The swap probe on the models' own answers is reported beside it, as information. A check "
     "without data counts as failed; the judge passes when every judge passes every check that applies to it.")
 
 
@@ -25,8 +26,8 @@ def _swap_check(rep: dict[str, Any] | None) -> tuple[bool, str]:
     lower = rep["mean_swapped"] < rep["mean_original"]
     share = rep.get("share_swapped_lower") or 0.0
     ok = lower and share >= MIN_SHARE_SWAPPED_LOWER
-    return ok, (f"swapped references scored {rep['mean_swapped']:.1f} against {rep['mean_original']:.1f} for the right "
-                f"ones, lower in {share:.0%} of {rep['n']} pairs")
+    return ok, (f"known-good answers scored {rep['mean_swapped']:.1f} with another item's reference against "
+                f"{rep['mean_original']:.1f} with their own, lower in {share:.0%} of {rep['n']} pairs")
 
 
 def _ranking_check(rank: dict[str, Any] | None) -> tuple[bool, str]:
@@ -46,6 +47,13 @@ def _graded_check(g: dict[str, Any]) -> tuple[bool, str]:
     rho = g.get("spearman")
     if rho is None:
         return False, f"no rank correlation with the graded set ({g.get('n', 0)} items)"
+    sets = g.get("sets") or {}
+    if sets:  # every held-out set must hold on its own
+        worst = [v.get("spearman") for v in sets.values()]
+        ok = all(w is not None and w >= MIN_GRADED_SPEARMAN for w in worst)
+        each = ", ".join(f"{k} {v['spearman']:.2f} (n {v['n']})" if v.get("spearman") is not None else f"{k} n/a"
+                         for k, v in sets.items())
+        return ok, f"Spearman with our grades on the held-out graded sets: {each}"
     return rho >= MIN_GRADED_SPEARMAN, f"Spearman {rho:.2f} with our grades on {g['n']} held-out graded items"
 
 

@@ -9,7 +9,14 @@ KERNEL := paraqa
 SETUP_STAMP := $(VENV)/.paraqa-setup
 PYTEST_ARGS ?=
 
-.PHONY: setup system demo smoke unlabelled test test-fast lab bench clean-runs help annotator-env
+# The learned offline judge (judge/learned.py), trained here from the dev graded sets (~2 min on 2 cores, once).
+JUDGE_MODEL := $(or $(PARAQA_CACHE),outputs/cache)/judge/learned_v2/meta.json
+JUDGE_SOURCES := $(wildcard paraqa_utils/judge/graded/graded_v1.jsonl paraqa_utils/judge/graded/heldout_v1.jsonl \
+  paraqa_utils/judge/graded/dev_v*.jsonl) paraqa_utils/judge/features.py paraqa_utils/judge/perturb.py \
+  paraqa_utils/judge/quantities.py paraqa_utils/judge/learned.py paraqa_utils/judge/offline.py \
+  paraqa_utils/prompts/judge_words_v1.txt paraqa_utils/text.py
+
+.PHONY: setup system demo smoke unlabelled test test-fast lab bench clean-runs help annotator-env judge-model
 
 help:
 	@echo "make demo   - set up, then run the whole pipeline on the embedded default (params/demo.yaml)"
@@ -18,9 +25,15 @@ help:
 	@echo "make unlabelled - set up, then annotate label-free real speech (params/unlabelled.yaml, stages 00-01)"
 	@echo "make lab    - set up, then start JupyterLab with the '$(KERNEL)' kernel"
 	@echo "make bench  - set up, then run the benchmarks in bench/"
+	@echo "make judge-model - train the learned offline judge (part of setup; again when its sources change)"
 	@echo "make annotator-env NAME=funasr - an isolated venv (.venv-annotators/NAME) for an ext: annotator"
 
-setup: system $(SETUP_STAMP)
+setup: system $(SETUP_STAMP) $(JUDGE_MODEL)
+
+judge-model: $(SETUP_STAMP) $(JUDGE_MODEL)
+
+$(JUDGE_MODEL): $(SETUP_STAMP) $(JUDGE_SOURCES)
+	$(BIN)/python -m paraqa_utils.judge.learned train
 
 # System tools the pipeline calls (TTS engines, sox). As root we install them; otherwise we say how.
 system:

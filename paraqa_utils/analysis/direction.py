@@ -13,7 +13,7 @@ from paraqa_utils.analysis.tables import MAIN_SET, Inputs, fmt
 # (key, a, b): the direction holds when a scores higher than b, with the CI's lower bound above 0
 COMPARISONS = (("implicit_vs_baseline", "implicit", "baseline"),
                ("implicit_explicit_vs_implicit", "implicit_explicit", "implicit"))
-DEFAULT_JUDGE = "offline/facets_v2"  # 05's validated offline scorer (judge/offline.py NAME); a 06 parameter
+DEFAULT_JUDGE = "offline/learned_v2"  # 05's default offline judge (judge/scorers.py); a 06 parameter
 COLUMNS = ("comparison", "a", "b", "judge", "judge_valid", "test_set", "n", "mean_a", "mean_b", "rel_pct", "ci_low",
            "ci_high", "holds", "missing")
 
@@ -38,6 +38,8 @@ def graded_validity(validation: dict[str, Any] | None) -> dict[str, dict[str, An
         held = (parts or {}).get("heldout") or {}
         out[name] = {"spearman": _num(held.get("spearman")), "n": int(held.get("n") or 0),
                      "passed": bool(held.get("passed", False))}
+        if held.get("sets"):
+            out[name]["sets"] = {k: _num(v.get("spearman")) for k, v in held["sets"].items()}
     return out
 
 

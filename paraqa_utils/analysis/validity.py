@@ -27,11 +27,17 @@ def validity_table(validation: dict[str, Any]) -> pd.DataFrame:
     for j, rate in (validation.get("parse_fail_rate") or {}).items():
         add(j, "replies without a usable rating", rate, "share 0-1", n_j.get(j))
     for j, s in (validation.get("reference_swap") or {}).items():
-        add(j, "mean score with the item's own reference", s.get("mean_original"), "judge score 0-100", s.get("n"))
-        add(j, "mean score with a swapped reference", s.get("mean_swapped"), "judge score 0-100", s.get("n"))
-        add(j, "swapped reference scored lower", s.get("share_swapped_lower"), "share of pairs 0-1", s.get("n"))
-        add(j, "swapped reference scored at most 1 of 5", s.get("share_swapped_at_most_1_of_5"),
+        add(j, "known-good answer, scored with its own reference", s.get("mean_original"), "judge score 0-100",
+            s.get("n"))
+        add(j, "known-good answer, scored with another item's reference", s.get("mean_swapped"),
+            "judge score 0-100", s.get("n"))
+        add(j, "known-good answer: swapped reference scored lower", s.get("share_swapped_lower"),
             "share of pairs 0-1", s.get("n"))
+    for j, s in (validation.get("reference_swap_model_answers") or {}).items():
+        add(j, "models' answers with their own reference (information)", s.get("mean_original"),
+            "judge score 0-100", s.get("n"))
+        add(j, "models' answers with a swapped reference (information)", s.get("mean_swapped"),
+            "judge score 0-100", s.get("n"))
     for j, r in (validation.get("ranking_vs_ua") or {}).items():
         add(j, "ranking of conditions vs UA (Kendall tau)", r.get("kendall_tau"), CORR, len(r.get("judge_order", [])))
         add(j, "conditions, best first: judge / UA", " > ".join(r.get("judge_order", [])) + " / "
@@ -46,7 +52,13 @@ def validity_table(validation: dict[str, Any]) -> pd.DataFrame:
             add(j, f"score vs answer length, {which} answers (Spearman)", got.get("spearman"), CORR, got.get("n"))
     for j, parts in (validation.get("graded_set") or {}).items():
         for part, g in parts.items():
-            add(j, f"scores vs our hand grades, {part} graded set (Spearman)", g.get("spearman"), CORR, g.get("n"))
+            sets = g.get("sets") or {}
+            for name, one in sets.items():
+                add(j, f"scores vs our hand grades, {name} ({part}) (Spearman)", one.get("spearman"), CORR,
+                    one.get("n"))
+            if not sets or len(sets) > 1:
+                add(j, f"scores vs our hand grades, {part} graded sets together (Spearman)", g.get("spearman"), CORR,
+                    g.get("n"))
     for pair, a in (validation.get("judge_agreement") or {}).items():
         add(pair, "agreement between judges (Spearman)", a.get("spearman"), CORR, a.get("n"))
         add(pair, "mean absolute score gap", a.get("mean_abs_gap"), "points on 0-100", a.get("n"))

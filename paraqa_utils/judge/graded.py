@@ -5,7 +5,8 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-_DIR = Path(__file__).parent / "graded"
+GRADED_DIR = Path(__file__).parent / "graded"
+_DIR = GRADED_DIR
 GRADED_FILE = _DIR / "graded_v1.jsonl"  # the set the offline scorer was first developed on
 DEV_FILES = (GRADED_FILE, _DIR / "heldout_v1.jsonl")  # facets_v2 was revised looking at both: its dev sets
 HELDOUT_FILE = _DIR / "heldout_v2.jsonl"  # written blind by the same rubric, scored once after the revision

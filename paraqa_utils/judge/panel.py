@@ -38,9 +38,13 @@ def swap_probes(items: list[dict[str, Any]], seed: int, n: int) -> list[dict[str
     return jv.probe_items(open_items(items), seed, n)
 
 
-def good_probes(items: list[dict[str, Any]], seed: int, n: int) -> list[dict[str, Any]]:
-    """Known-good reference-swap probes (jv.good_probe_items) from the open-ended items: 2 x n judge calls."""
-    return jv.good_probe_items(open_items(items), seed, n)
+def good_probes(stage: runs.Stage, seed: int, n: int) -> list[dict[str, Any]]:
+    """Known-good reference-swap probes (jv.good_probe_items) from 03's open-ended test sets, whatever was predicted
+    (the probe does not depend on the models): 2 x n judge calls. Their condition is "_probe"."""
+    done = runs.read_json(stage.run_dir / "03_explicit_merge" / runs.STAGE_FILE)["outputs"]
+    tests = [{**it, "condition": "_probe"} for name in OPEN_SETS if f"test_{name}.jsonl" in done
+             for it in runs.read_jsonl(stage.input(f"03_explicit_merge/test_{name}.jsonl"))]
+    return jv.good_probe_items(tests, seed, n)
 
 
 def run_llm_judges(stage: runs.Stage, settings: JudgeSettings, items: list[dict[str, Any]],
@@ -142,7 +146,7 @@ def graded_items(names: list[str], max_items: int, seed: int) -> list[dict[str, 
 
     out = []
     for name in names:
-        items = graded.load_graded(Path(graded._DIR) / f"{name}.jsonl")
+        items = graded.load_graded(Path(graded.GRADED_DIR) / f"{name}.jsonl")
         if 0 <= max_items < len(items):
             keep = sorted(np.random.default_rng(seed).permutation(len(items))[:max_items])
             items = [items[i] for i in keep]

@@ -6,12 +6,13 @@ graded/README.md has its figures. It is not kept: no run used it.)"""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from paraqa_utils import text
+from paraqa_utils import runs, text
 from paraqa_utils.judge import graded, offline
 from paraqa_utils.text import Embed
 
@@ -78,7 +79,20 @@ class Offline:
                  "probe": it.get("probe")} for it, x, w in zip(items, s, why)]
 
     def graded_figures(self) -> dict[str, Any]:
-        """{dev, heldout: {spearman, n, passed, sets: {file: {spearman, n}}}} on our hand-graded sets."""
+        """{dev, heldout: {spearman, n, passed, sets: {file: {spearman, n}}}} on our hand-graded sets; kept in
+        outputs/cache/judge/figures/ under the hash of the scorer's version and the sets' bytes, so a machine
+        computes them once per scorer."""
+        files = [Path(p) for p in (*DEV[self.scorer], *HELDOUT[self.scorer])]
+        key = hashlib.sha256("\0".join([self.version, *(hashlib.sha256(f.read_bytes()).hexdigest() for f in files)])
+                             .encode()).hexdigest()[:24]
+        cached = runs.cache_dir() / "judge" / "figures" / f"{self.scorer}-{key}.json"
+        if cached.is_file():
+            return json.loads(cached.read_text())
+        out = self._figures()
+        runs.write_json(cached, out)
+        return out
+
+    def _figures(self) -> dict[str, Any]:
         out = {}
         for part, paths in (("dev", DEV[self.scorer]), ("heldout", HELDOUT[self.scorer])):
             per, allg, alls = {}, [], []

@@ -5,7 +5,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
-from paraqa_utils.judge.graded import _DIR as GRADED_DIR
+from paraqa_utils.judge.graded import GRADED_DIR
 from paraqa_utils.judge.llm_judge import RUBRICS
 from paraqa_utils.judge.scorers import SCORERS
 from paraqa_utils.params import check_types

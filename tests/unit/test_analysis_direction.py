@@ -12,7 +12,7 @@ from paraqa_utils.analysis import direction as ad
 from paraqa_utils.analysis import verdict as av
 from paraqa_utils.stages import KERNEL_NAME, REPO_ROOT
 
-OFFLINE, LLM = "offline/facets_v2", "llm/rubric_para_v1"
+OFFLINE, LLM = "offline/learned_v2", "llm/rubric_para_v1"
 N = 60
 
 
@@ -144,7 +144,7 @@ def test_the_report_and_verdict_say_plainly_when_the_direction_does_not_hold(run
     down = block["implicit_vs_baseline"]
     assert down["holds"] is False and down["ci_high"] < 0 and down["judge_valid"] is False
     sentences = ad.direction_sentences(block)
-    assert sentences[0].startswith("`implicit` > `baseline` does not hold on cpqa_ref (judge `offline/facets_v2`)")
+    assert sentences[0].startswith("`implicit` > `baseline` does not hold on cpqa_ref (judge `offline/learned_v2`)")
     assert f"n = {N} items" in sentences[0] and "lies below 0" in sentences[0] and "not evidence" in sentences[0]
     assert sentences[1].startswith("`implicit_explicit` > `implicit` does not hold") and "includes 0" in sentences[1]
     v = av.build_verdict({}, pd.DataFrame(), val, "baseline", "cpqa_ref", block)

@@ -154,8 +154,8 @@ def test_validity_table_is_readable_with_scale_and_n():
     assert list(tab.columns) == ["value", "scale", "n"]
     assert tab.loc[("j", "passed its validity checks"), "value"] == "yes"
     assert tab.loc[("j", "replies without a usable rating"), ["value", "scale", "n"]].tolist() == [0.0, "share 0-1", 40]
-    assert tab.loc[("j", "mean score with a swapped reference"), ["value", "scale", "n"]].tolist() == [
-        10.0, "judge score 0-100", 10]
+    assert tab.loc[("j", "known-good answer, scored with another item's reference"), ["value", "scale", "n"]
+                   ].tolist() == [10.0, "judge score 0-100", 10]
     assert tab.loc[("j", "ranking of conditions vs UA (Kendall tau)"), "n"] == 2
     assert tab.loc[("j", "passed its validity checks"), "n"] == ""  # blank, never 'nan'
 

@@ -272,7 +272,7 @@ def test_judge_verdict_passes_a_judge_that_tells_right_from_swapped_and_ranks_li
 
 
 @pytest.mark.parametrize("figures,failed", [
-    (validation_figures(swapped=90.0), "reference_swap: swapped references scored 90.0 against 70.0"),
+    (validation_figures(swapped=90.0), "reference_swap: known-good answers scored 90.0 with another item's reference against 70.0"),
     (validation_figures(tau=-0.4), "ranking_vs_ua: Kendall tau -0.40"),
     (validation_figures(tau=None), "ranking_vs_ua: no ranking against UA"),
     (validation_figures(parse=0.5), "parse_fail_rate: 50% of replies"),
@@ -329,3 +329,58 @@ def test_audiobench_parity_profile_scores_unparsed_replies_zero_and_counts_them(
 
     kept = item_scores(pd.DataFrame([{**r, "probe": None} for r in rows.values()]))
     assert sorted(kept["score"]) == [0.0, 20.0, 100.0, 100.0]  # the 0 counts; the unsent item does not
+
+
+def test_known_good_probes_test_the_judge_not_the_models():
+    its = [{**it, "condition": c, "label": None} for it in items(4) for c in ("good", "bad")]
+    probes = jv.good_probe_items(its, seed=0, n=3)
+    own = [p for p in probes if p["probe"] == "good_own"]
+    swapped = [p for p in probes if p["probe"] == "good_swap"]
+    assert len(own) == len(swapped) == 3 and all(p["answer"] == p["reference"] for p in own)
+    assert all(p["answer"] != p["reference"] for p in swapped)  # the same good answer, another item's reference
+    # a judge that reads the reference scores every own pair above its swap; one that ignores it does not
+    rows = [{"judge": name, "item_id": p["item_id"], "condition": p["condition"], "probe": p["probe"],
+             "score_100": (100.0 if p["probe"] == "good_own" else 20.0) if name == "reads" else 80.0}
+            for name in ("reads", "ignores") for p in probes]
+    rep = jv.good_swap_report(pd.DataFrame(rows))
+    assert rep["reads"]["n"] == 3 and rep["reads"]["share_swapped_lower"] == 1.0
+    assert rep["ignores"]["share_swapped_lower"] == 0.0
+    from paraqa_utils.judge import validity
+    ok, why = validity._swap_check(rep["ignores"])
+    assert not ok and "known-good answers scored 80.0" in why
+
+
+def overlap_grader(body):
+    """Rates by the share of the reference's words the answer repeats (a crude judge that ranks a little)."""
+    text = body["messages"][0]["content"]
+    ref = set(text.split("Reference answer: ")[1].split("\n")[0].lower().split())
+    ans = set(text.split("Assistant's answer: ")[1].split("\n")[0].lower().split())
+    return json.dumps({"explanation": "overlap", "rating": round(5 * len(ref & ans) / max(len(ref), 1))})
+
+
+def test_llm_judges_are_scored_on_the_graded_sets_once_per_machine(runs_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("PARAQA_CACHE", str(tmp_path / "cache"))
+    st = runs.Stage(runs.make_run_dir("t", "judge"), "05_judge")
+    with FakeLLMServer(overlap_grader) as srv:
+        settings = judge_settings(judge_name="a", judge_base_url=srv.base_url, judge_model="fake-model",
+                                  judge_api_key_env="NO_SUCH_KEY_ENV", rubrics=["rubric_para_v1"],
+                                  llm_graded_sets=["heldout_v2"], llm_graded_max_items=30)
+        figures = judge.run_llm_graded(st, settings)
+        assert srv.n_answered == 30
+    got = figures["a/rubric_para_v1"]["heldout"]
+    one = got["sets"]["heldout_v2"]
+    assert one["n_asked"] == 30 and one["n"] + one["n_unparsed"] == 30
+    # word overlap ranks with our grades a little, far from the bar
+    assert one["spearman"] is not None and 0 < one["spearman"] < 0.8 and got["passed"] is False
+    rows = list(runs.read_jsonl(st.dir / "graded_judgments.jsonl"))
+    assert len(rows) == 30 and {r["test_set"] for r in rows} == {"graded:heldout_v2"}
+    st2 = runs.Stage(runs.make_run_dir("t", "judge2"), "05_judge")
+    with FakeLLMServer(overlap_grader) as srv2:  # another run on the same machine: every reply from the shared cache
+        settings = judge_settings(judge_name="a", judge_base_url=srv2.base_url, judge_model="fake-model",
+                                  judge_api_key_env="NO_SUCH_KEY_ENV", rubrics=["rubric_para_v1"],
+                                  llm_graded_sets=["heldout_v2"], llm_graded_max_items=30)
+        assert judge.run_llm_graded(st2, settings) == figures and srv2.n_answered == 0
+    with pytest.raises(ValueError, match="llm_graded_sets=.*names of sets in judge/graded/"):
+        judge_settings(llm_graded_sets=["no_such_set"])
+    with pytest.raises(ValueError, match="offline_scorers="):
+        judge_settings(offline_scorers=["facets_v9"])

@@ -50,7 +50,8 @@ def test_offline_judge_ranks_right_over_wrong_and_refuses_what_it_cannot_score(t
     rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert set(rows) == {"q1", "q2", "q7"} and s["n_scored"] == 3 and s["parse_rate"] == 1.0
     assert rows["q1"]["score"] > rows["q2"]["score"] and rows["q7"]["score"] == 0
-    assert rows["q1"]["judge"] == "offline/facets_v2" and rows["q1"]["item_sha256"]
+    assert rows["q1"]["judge"] == "offline/learned_v2" and rows["q1"]["item_sha256"]  # the default
+    assert rows["q1"]["judge_model"].startswith("learned_v2@") and s["version"] == rows["q1"]["judge_model"]
     rejects = {r["where"].rsplit(":", 1)[1]: r for r in map(json.loads, (tmp_path / "scores.rejects.jsonl").open())}
     assert set(rejects) == {"3", "4", "5", "6", "7", "9", "10"} and s["n_rejected"] == 7
     assert rejects["3"]["id"] == "q3" and "no reference" in rejects["3"]["reason"]
@@ -58,6 +59,34 @@ def test_offline_judge_ranks_right_over_wrong_and_refuses_what_it_cannot_score(t
     assert "missing answer" in rejects["5"]["reason"] and "duplicate id" in rejects["7"]["reason"]
     assert "duplicate id" in rejects["9"]["reason"] and "no reference" in rejects["10"]["reason"]
     assert any("mean score" in line for line in score.summary_lines(s))
+
+
+def test_the_old_scorer_stays_reachable_by_name_and_a_missing_model_names_its_make_target(tmp_path, embed, monkeypatch):
+    from paraqa_utils.judge.__main__ import main
+
+    items = write(tmp_path / "items.jsonl", [item(1, "She says she left the keys in her car."),
+                                             item(2, "She left them on the kitchen table.")])
+    s = score.score_file(items, tmp_path / "old.jsonl", "offline", embed=embed, scorer="facets_v2")
+    rows = [json.loads(x) for x in (tmp_path / "old.jsonl").read_text().splitlines()]
+    assert s["judge"] == "offline/facets_v2" and {r["rubric"] for r in rows} == {"facets_v2"}
+    assert rows[0]["score"] > rows[1]["score"] and rows[0]["judge_model"].startswith("facets_v2@")
+    with pytest.raises(score.ScoreError, match="holds scores of another judge"):  # the file is facets_v2's
+        score.score_file(items, tmp_path / "old.jsonl", "offline", embed=embed)
+    with pytest.raises(score.ScoreError, match="--scorer 'facets_v9'"):
+        score.score_file(items, tmp_path / "x.jsonl", "offline", embed=embed, scorer="facets_v9")
+    monkeypatch.setenv("PARAQA_CACHE", str(tmp_path / "empty-cache"))  # no model built there
+    assert main(["score", "--items", str(items), "--out", str(tmp_path / "new.jsonl"), "--judge", "offline"]) == 2
+    assert not (tmp_path / "new.jsonl").exists()
+
+
+def test_a_missing_model_is_an_error_naming_make_judge_model(tmp_path, monkeypatch, capsys):
+    from paraqa_utils.judge.__main__ import main
+
+    items = write(tmp_path / "items.jsonl", [item(1, "She left them in the car.")])
+    monkeypatch.setenv("PARAQA_CACHE", str(tmp_path / "empty-cache"))
+    assert main(["score", "--items", str(items), "--out", str(tmp_path / "o.jsonl"), "--judge", "offline"]) == 2
+    err = capsys.readouterr().err
+    assert "model is missing" in err and "make judge-model" in err
 
 
 def llm_score(srv, items, out, **kw):

@@ -7,10 +7,8 @@ a missing one halves what content can earn.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -177,17 +175,3 @@ class FacetScorer:
             grade = (1 if content >= 0.2 else 0) if conflict else round(5 * content)
         grade = min(grade, 4) if padded else grade  # sentences beyond the matching ones: padding
         return Facets(round(content, 4), facet, round(sim, 4), int(grade))
-
-
-def judgment_rows(items: Sequence[dict[str, Any]], embed: Embed | None, name: str = NAME) -> list[dict[str, Any]]:
-    """05's judgment rows (the LLM judges' format) for the offline scorer: score 0-5, score_100 = 20 x score,
-    always parsed; `explanation` says which facets decided it. Probes (reference swaps) are scored like the rest."""
-    found = FacetScorer(embed).score(items)
-    # the rules are the rubric: the hash of their source (this file and the shared word helpers)
-    rules = hashlib.sha256(Path(__file__).read_bytes() + Path(text.__file__).read_bytes()).hexdigest()
-    return [{"item_id": it["item_id"], "condition": it["condition"], "test_set": it["test_set"],
-             "question_type": it.get("question_type"), "judge": name, "rubric": RUBRIC, "judge_model": "offline",
-             "prompt_sha256": rules, "sampling": None, "run": 0, "score": f.grade, "score_100": f.grade * 20,
-             "parse_ok": True, "parse_note": "", "raw": "", "answer_chars": len(it.get("answer") or ""),
-             "explanation": f"content {f.content:.2f}, facet {f.facet}, similarity {f.similarity:.2f}",
-             "probe": it.get("probe")} for it, f in zip(items, found)]

@@ -84,7 +84,9 @@ def test_offline_rows_feed_the_validity_checks(scorer):
     items = [{**base, "item_id": "a", "reference": "The speaker is angry about the lost keys.", "answer": "Angry."},
              {**base, "item_id": "a", "reference": "The speaker is calm about the weather.", "answer": "Angry.",
               "probe": "reference_swap"}]
-    rows = offline.judgment_rows(items, scorer.embed)
+    from paraqa_utils.judge import scorers
+
+    rows = scorers.Offline("facets_v2", embed=scorer.embed).rows(items)
     assert [r["score_100"] for r in rows] == [100, 0] and all(r["parse_ok"] for r in rows)
     assert rows[0]["judge"] == offline.NAME and rows[1]["probe"] == "reference_swap"
     report = {"parse_fail_rate": {offline.NAME: 0.0, "llm": 0.0},
@@ -100,7 +102,9 @@ def test_offline_rows_record_the_rules_they_were_scored_by():
 
     it = {"item_id": "a", "condition": "c", "test_set": "cpqa_ref", "question_type": "C", "question": "q?",
           "reference": "The bus is late.", "answer": "The bus is late."}
-    row = offline.judgment_rows([it], None)[0]
+    from paraqa_utils.judge import scorers
+
+    row = scorers.Offline("facets_v2", embed=None).rows([it])[0]
     rules = open(offline.__file__, "rb").read() + open(text.__file__, "rb").read()  # its rules and word lists
     assert row["prompt_sha256"] == hashlib.sha256(rules).hexdigest()
-    assert row["judge_model"] == "offline" and row["score"] == 5
+    assert row["judge_model"] == f"facets_v2@{row['prompt_sha256'][:12]}" and row["score"] == 5

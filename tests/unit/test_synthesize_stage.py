@@ -158,6 +158,9 @@ def test_killed_half_way_resume_loses_nothing_duplicates_nothing_repeats_no_call
         proc.wait(10)
         assert len(cache.read_text().splitlines()) == 7 and srv.n_answered == 7
         assert not (run / "02_synthesize" / "qa_cpqa.jsonl").exists(), "outputs appear only when complete"
+        # a request the killed run sent last may still sit in the server's latency sleep: let it reach the hold
+        # (and hang there) before releasing, or the server answers it to a dead client and counts it twice
+        time.sleep(20 * 0.02)
         srv.hold_after = None
         proc = stage_process(run, srv.base_url)
         out, err = proc.communicate(timeout=300)

@@ -187,6 +187,11 @@ class LearnedScorer:
     def version(self) -> str:
         return self.head.version
 
+    @staticmethod
+    def code_sha() -> str:
+        """The hash of today's training sets and code (the model's own is in its meta.json)."""
+        return training_sha()
+
     def score(self, items: Sequence[dict[str, Any]]) -> np.ndarray:
         if not items:
             return np.zeros(0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+from paraqa_utils.judge.offline import written_times
+
 ONES = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve thirteen "
                                    "fourteen fifteen sixteen seventeen eighteen nineteen".split())}
 TENS = {w: 10 * i for i, w in enumerate("_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()) if i >= 2}
@@ -42,7 +44,6 @@ PHRASES = [  # spoken forms read before the numbers
      r"|euro)\b", r"1 \1"), (r"\bper cent\b", "percent"),
 ]
 TOKEN = re.compile(r"\d+(?:st|nd|rd|th)\b|\d+(?:[.,:]\d+)*|[$£€%]|[a-z]+(?:'[a-z]+)?")
-SPOKEN_TIME = re.compile(r"\b(quarter|half) (past|to) ([a-z]+|\d+)\b")
 
 
 def _word_number(toks: list[str], i: int) -> tuple[float | None, int]:
@@ -65,18 +66,6 @@ def _word_number(toks: list[str], i: int) -> tuple[float | None, int]:
     return (total + cur, j - i) if seen else (None, 0)
 
 
-def _clock(text: str) -> str:
-    def one(m: re.Match) -> str:
-        hour = m.group(3)
-        h = ONES.get(hour, int(hour) if hour.isdigit() else None)
-        if h is None:
-            return m.group(0)
-        mins = 15 if m.group(1) == "quarter" else 30
-        hh, mm = (h, mins) if m.group(2) == "past" else ((h - 1) % 12 or 12, 60 - mins)
-        return f"{hh}:{mm:02d}"
-    return SPOKEN_TIME.sub(one, text)
-
-
 FRACTIONS = {"half": 0.5, "third": 1 / 3, "quarter": 0.25, "fifth": 0.2, "tenth": 0.1}
 MINUTES_TO = re.compile(r"\b(\d+|[a-z]+) minutes? (past|after|to|before) (\d+|[a-z]+)\b")
 
@@ -93,7 +82,7 @@ def _prepare(text: str) -> str:
             return m.group(0)
         hh, mm = (h, mm) if m.group(2) in ("past", "after") else ((h - 1) % 12 or 12, 60 - mm)
         return f"{hh}:{mm:02d}"
-    s = MINUTES_TO.sub(minutes, _clock(s))
+    s = MINUTES_TO.sub(minutes, written_times(s))  # "quarter to ten" -> "9:45" (the facet rules' reading)
     s = re.sub(r"\b(?:a|one) (half|third|quarter|fifth|tenth) of an? ([a-z]+)\b",
                lambda m: f"{FRACTIONS[m.group(1)]:.4f} {m.group(2)}", s)
     s = re.sub(r"\b(\d+|[a-z]+) and a half\b", lambda m: (f"{int(m.group(1)) + 0.5}" if m.group(1).isdigit() else

@@ -80,11 +80,12 @@ class Offline:
 
     def graded_figures(self) -> dict[str, Any]:
         """{dev, heldout: {spearman, n, passed, sets: {file: {spearman, n}}}} on our hand-graded sets; kept in
-        outputs/cache/judge/figures/ under the hash of the scorer's version and the sets' bytes, so a machine
+        outputs/cache/judge/figures/ under the hash of the scorer's version, its code and the sets' bytes, so a machine
         computes them once per scorer."""
         files = [Path(p) for p in (*DEV[self.scorer], *HELDOUT[self.scorer])]
-        key = hashlib.sha256("\0".join([self.version, *(hashlib.sha256(f.read_bytes()).hexdigest() for f in files)])
-                             .encode()).hexdigest()[:24]
+        code = self.sha if self.scorer == "facets_v2" else self._learned.code_sha()  # today's code, not the model's
+        key = hashlib.sha256("\0".join([self.version, code, *(hashlib.sha256(f.read_bytes()).hexdigest()
+                                                            for f in files)]).encode()).hexdigest()[:24]
         cached = runs.cache_dir() / "judge" / "figures" / f"{self.scorer}-{key}.json"
         if cached.is_file():
             return json.loads(cached.read_text())

@@ -3,6 +3,8 @@
     .venv/bin/python bench/gpu_check.py                 # on a GPU: Whisper large-v3 encoder + Gemma-2-9B shapes
     .venv/bin/python bench/gpu_check.py --tiny          # anywhere (CPU too): tiny configs, proves the script runs
     .venv/bin/python bench/gpu_check.py --pipeline      # also run_condition() itself (train + predict) on the device
+    .venv/bin/python bench/gpu_check.py --speech-llm qwen2-audio-7b   # a released audio-LLM's shapes (or
+                                                          # meralion-2-10b): LoRA (+ --train-projector) through 04's parts
 
 On a machine without our environment (a lent GPU box with its own torch, no registry): bench/gpu_wheels.sh
 fetches the few wheels to carry and gives the one command to run there.
@@ -22,6 +24,10 @@ Model FLOPs per step (what MFU counts: matmuls and convolutions, nothing recompu
   its first layer's input gradient, which nothing needs; LoRA 6*N*T.
   tests/unit/test_gpu_check.py checks this count against torch's FlopCounterMode on the tiny shapes.
   MFU = model FLOPs / (step time * peak bf16 dense FLOP/s of the GPU).
+Released audio-LLMs (--speech-llm, shapes in paraqa_utils/testing/released_shapes.py) are built the way 04 takes them
+apart (finetune/released.py): the frozen audio encoder on 30 s (Qwen2-Audio: 750 audio tokens per clip;
+MERaLiON: 100), the projector (frozen, or trained with --train-projector), LoRA on q/k/v/o of the language model.
+Their model FLOPs are counted by torch's FlopCounterMode on one step rather than by the formula above.
 Writes gpu_check.json into $OUT (or --json) as well as printing a table.
 """
 from __future__ import annotations
@@ -92,6 +98,50 @@ def build(tiny: bool, device: torch.device, dtype: torch.dtype, lora_r: int, gra
     return model, enc_cfg, llm_cfg
 
 
+def build_released(name: str, tiny: bool, device: torch.device, dtype: torch.dtype, lora_r: int, grad_ckpt: bool,
+                   train_projector: bool):
+    """A released audio-LLM of published shapes with random weights, as 04's SpeechLLM (released.assemble)."""
+    import tempfile
+
+    import transformers
+    from transformers import AutoConfig, AutoModel, WhisperFeatureExtractor
+
+    from paraqa_utils.finetune import released
+    from paraqa_utils.testing.released_shapes import save_shape_config
+
+    folder = save_shape_config(name, Path(tempfile.mkdtemp(prefix="gpu_check_shapes_")), tiny)
+    conf = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+    arch = conf.architectures[0]
+    torch.manual_seed(0)
+    torch.set_default_dtype(dtype)
+    with torch.device(device):
+        cls = getattr(transformers, arch, None)
+        hf = cls._from_config(conf) if cls is not None else AutoModel.from_config(conf, trust_remote_code=True)
+    torch.set_default_dtype(torch.float32)
+    audio_conf = getattr(conf, "audio_config", None) or conf.speech_config
+    fe = WhisperFeatureExtractor(feature_size=audio_conf.num_mel_bins)
+    model = released.assemble(hf, arch, fe, None, f"shapes:{name}", "adapter+lora" if train_projector else "lora",
+                              lora_r, 2 * lora_r, 0.05, ["q_proj", "k_proj", "v_proj", "o_proj"], 0, grad_ckpt)
+    for p in model.parameters():  # LoRA (+ projector) keep float32 master weights; the frozen rest is bf16
+        if p.requires_grad:
+            p.data = p.data.float()
+    return model, conf.get_text_config()
+
+
+def counted_flops(model, tensors, waves) -> float:
+    """Model FLOPs of one training step, counted by torch (encoder forward, LLM forward and backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.autocast(tensors["input_ids"].device.type, dtype=torch.bfloat16,
+                                 enabled=tensors["input_ids"].is_cuda):
+        states = model.audio_encoder.encode_many(waves)
+        loss, n = model(audio_states=states, **tensors)
+        (loss / n).backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
 def n_params(module: torch.nn.Module, trainable: bool | None = None) -> int:
     return sum(p.numel() for p in module.parameters() if trainable is None or p.requires_grad == trainable)
 
@@ -114,7 +164,9 @@ def model_flops(model, enc_cfg, llm_cfg, bs: int, t_text: int, n_audio: int, n_a
     return bs * (enc + llm + adapter + lora)
 
 
-def batch(bs: int, vocab: int, n_audio: int, t_text: int, n_answer: int, device: torch.device):
+def batch(bs: int, vocab: int, n_audio: int, t_text: int, n_answer: int, device: torch.device,
+          n_samples: int = 0):
+    """Random token ids with an audio span of n_audio, and waves of n_samples (default: n_audio stacked chunks)."""
     g = torch.Generator().manual_seed(bs)
     samples = []
     n_pre = 20
@@ -123,7 +175,7 @@ def batch(bs: int, vocab: int, n_audio: int, t_text: int, n_answer: int, device:
         labels = [-100] * (len(ids) - n_answer) + ids[-n_answer:]
         samples.append(Encoded(f"s{i}", Path("-"), "-", ids, labels, n_pre, n_audio, ""))
     t = {k: v.to(device) for k, v in collate(samples, 0).items()}
-    waves = [torch.randn(n_audio * 15 * 320, generator=g).numpy() * 0.1 for _ in range(bs)]
+    waves = [torch.randn(n_samples or n_audio * 15 * 320, generator=g).numpy() * 0.1 for _ in range(bs)]
     return t, waves
 
 
@@ -151,7 +203,7 @@ def pipeline_check(device: torch.device, out_dir: Path) -> dict:
                                                "seconds_per_step", "encoder_cache_hit_rate")}}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="tiny configs (runs on CPU in seconds)")
     ap.add_argument("--batch-sizes", default="1,4,8")
@@ -165,7 +217,9 @@ def main() -> int:
     ap.add_argument("--peak-tflops", type=float, default=0.0, help="peak bf16 dense TFLOP/s (0: from the GPU name)")
     ap.add_argument("--pipeline", action="store_true", help="also run finetune.run_condition on the device")
     ap.add_argument("--json", default="", help="where to write the results (default $OUT/gpu_check.json)")
-    args = ap.parse_args()
+    ap.add_argument("--speech-llm", default="", help="a released audio-LLM's shapes: qwen2-audio-7b or meralion-2-10b")
+    ap.add_argument("--train-projector", action="store_true", help="with --speech-llm: train its projector too")
+    args = ap.parse_args(argv)
     cuda = torch.cuda.is_available()
     if not cuda and not args.tiny:
         print("no GPU: run with --tiny to check the script on CPU")
@@ -175,18 +229,25 @@ def main() -> int:
     name = torch.cuda.get_device_name(0) if cuda else "cpu"
     peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), 0.0)
     t0 = time.perf_counter()
-    model, enc_cfg, llm_cfg = build(args.tiny, device, dtype, args.lora_r, args.grad_ckpt)
+    if args.speech_llm:
+        model, llm_cfg = build_released(args.speech_llm, args.tiny, device, dtype, args.lora_r, args.grad_ckpt,
+                                        args.train_projector)
+        enc_cfg = None
+        args.audio_tokens = model.audio_encoder.n_tokens(30 * 16000)  # a 30 s clip, as the processor counts it
+    else:
+        model, enc_cfg, llm_cfg = build(args.tiny, device, dtype, args.lora_r, args.grad_ckpt)
     print(f"device: {name}  build: {time.perf_counter() - t0:.1f} s  params: encoder {n_params(model.audio_encoder) / 1e9:.3f} B, "
           f"LLM {n_params(model.llm) / 1e9:.3f} B, trainable {n_params(model, True) / 1e6:.1f} M "
           f"(adapter {n_params(model.adapter) / 1e6:.1f} M)")
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    results = {"device": name, "tiny": args.tiny, "dtype": str(dtype), "peak_bf16_tflops": peak,
+    results = {"device": name, "tiny": args.tiny, "speech_llm": args.speech_llm or "own", "dtype": str(dtype), "peak_bf16_tflops": peak,
                "grad_ckpt": args.grad_ckpt, "lora_r": args.lora_r, "audio_tokens": args.audio_tokens,
                "text_tokens": args.text_tokens, "answer_tokens": args.answer_tokens, "rows": []}
     t_text = args.text_tokens
     for bs in [int(b) for b in args.batch_sizes.split(",")]:
         row = {"batch_size": bs}
-        tensors, waves = batch(bs, llm_cfg.vocab_size, args.audio_tokens, t_text, args.answer_tokens, device)
+        tensors, waves = batch(bs, llm_cfg.vocab_size, args.audio_tokens, t_text, args.answer_tokens, device,
+                               30 * 16000 if args.speech_llm else 0)
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
@@ -211,7 +272,8 @@ def main() -> int:
                     times.append(time.perf_counter() - s0)
                     enc_times.append(s1 - s0)
             step = sorted(times)[len(times) // 2]
-            flops = model_flops(model, enc_cfg, llm_cfg, bs, t_text, args.audio_tokens, args.answer_tokens)
+            flops = (counted_flops(model, tensors, waves) if args.speech_llm else
+                     model_flops(model, enc_cfg, llm_cfg, bs, t_text, args.audio_tokens, args.answer_tokens))
             row.update(step_s=round(step, 4), examples_per_s=round(bs / step, 3),
                        tokens_per_s=round(bs * (t_text + args.audio_tokens) / step, 1),
                        encoder_share=round(sorted(enc_times)[len(enc_times) // 2] / step, 3),

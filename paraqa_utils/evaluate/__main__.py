@@ -1,16 +1,19 @@
 """`python -m paraqa_utils.evaluate`: answer, judge and tabulate any Speech-LLM on any CPQA test set.
 
     python -m paraqa_utils.evaluate --test-set run:RUN | FILE.jsonl | FILE.csv | hf:DATASET[@split] [...]
-        --model NAME=openai:<model>@<base_url>[#options] | NAME=paraqa:<04_finetune/condition folder> [...]
+        --model NAME=openai:<model>@<base_url>[#options] | NAME=hf:<audio-LLM>[#batch_size=8,...]
+                | NAME=paraqa:<04_finetune/condition folder> [...]
         --judge offline|embedded|openai
         [--judge-base-url URL --judge-model M --rubric R] [--map FIELD=COLUMN,...] --out DIR
 
 Writes DIR/predictions.jsonl (one row per model and item, its audio policy, errors recorded), DIR/judgments/,
-DIR/rejects.jsonl (items refused by the loader, with the reason), DIR/results.csv (model x test set x question
+DIR/rejects.jsonl (items refused by the loader, with the reason; a test set whose every item is refused exits 2,
+printing its first reasons, before any model is called), DIR/results.csv (model x test set x question
 type: judge score 0-100 with a bootstrap 95 % CI, parse rate, counts), DIR/fig_results.png and DIR/EVAL.md.
 A rerun with the same DIR repeats no finished call (answers and judgments are cached).
-Models: OpenAI-compatible audio chat endpoints (paraqa_utils/evaluate/endpoint.py) and ParaQA-trained condition
-folders (condition_model.py). An external model never gets 03's explicit labels unless `explicit=true` is asked.
+Models: OpenAI-compatible audio chat endpoints (paraqa_utils/evaluate/endpoint.py), transformers audio-LLMs
+(hf_model.py, answered in batches) and ParaQA-trained condition folders (condition_model.py). An external model never
+gets 03's explicit labels unless `explicit=true` is asked.
 """
 from __future__ import annotations
 

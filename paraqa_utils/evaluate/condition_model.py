@@ -37,9 +37,9 @@ class ConditionModel:
     def parse(cls, name: str, spec: str) -> "ConditionModel":
         body, _, opts = spec.partition("#")
         folder = Path(body[len("paraqa:"):]).expanduser()
-        if not (folder / "config.yaml").is_file() or not (folder / "adapter.safetensors").is_file():
+        if not (folder / "config.yaml").is_file() or not weight_files(folder):
             raise ConditionModelError(f"--model {name}={spec}: {folder} is not a trained condition folder "
-                                      "(config.yaml and adapter.safetensors, as 04_finetune writes them)")
+                                      "(config.yaml and adapter.safetensors or lora/, as 04_finetune writes them)")
         return cls(name, folder, **spec_options(cls, name, opts, ("name", "folder", "max_audio_s", "long_audio")))
 
     @property
@@ -49,6 +49,12 @@ class ConditionModel:
     def describe(self) -> dict[str, Any]:
         return {"kind": "paraqa-condition", "folder": str(self.folder), "explicit": self.explicit,
                 "max_audio_s": self.max_audio_s, "long_audio": self.long_audio}
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The trained weights of a condition folder: adapter.safetensors (our adapter, or a released model's projector
+    when it trained) and lora/adapter_model.safetensors."""
+    return [p for p in (folder / "adapter.safetensors", folder / "lora" / "adapter_model.safetensors") if p.is_file()]
 
 
 def load(m: ConditionModel, cache_dir: Path) -> tuple[Any, Any, Any, Any, Any]:
@@ -67,6 +73,18 @@ def load(m: ConditionModel, cache_dir: Path) -> tuple[Any, Any, Any, Any, Any]:
     if (m.folder / speech_model.READOUT_CLASSES).is_file():
         classes = runs.read_json(m.folder / speech_model.READOUT_CLASSES)["label_classes"]
     model, cache, reads, device = speech_model.setup(cfg, label_classes=classes)
+    if model.released is not None:  # a released audio-LLM: its projector (when trained) and its LoRA
+        if (m.folder / "adapter.safetensors").is_file():
+            model.adapter.module.load_state_dict(load_file(str(m.folder / "adapter.safetensors")), strict=True)
+        if cfg.train_mode != "adapter":
+            from paraqa_utils.finetune import released
+
+            if not (m.folder / "lora" / "adapter_model.safetensors").is_file():
+                raise ConditionModelError(f"{m.folder}: train_mode {cfg.train_mode} but no lora/adapter_model.safetensors")
+            unmatched = released.load_lora(model, m.folder / "lora")
+            if unmatched:
+                raise ConditionModelError(f"{m.folder}: LoRA weights {unmatched[:3]} do not fit {cfg.speech_llm}")
+        return cfg, model, cache, reads, device
     model.adapter.load_state_dict(load_file(str(m.folder / "adapter.safetensors")), strict=True)
     if model.label_readout is not None:
         if not (m.folder / speech_model.READOUT_WEIGHTS).is_file():
@@ -90,7 +108,8 @@ def answer(m: ConditionModel, items: Sequence[dict[str, Any]], cache_dir: Path) 
     from paraqa_utils.finetune.condition import predict
 
     cache_dir.mkdir(parents=True, exist_ok=True)
-    done_path = cache_dir / f"answers-{runs.sha256_file(m.folder / 'adapter.safetensors')[:12]}.jsonl"
+    key = "".join(runs.sha256_file(p) for p in weight_files(m.folder))
+    done_path = cache_dir / f"answers-{runs.sha256_text(key)[:12] if len(key) > 64 else key[:12]}.jsonl"
     done = {r["id"]: r for r in runs.read_jsonl(done_path)} if done_path.exists() else {}
     if all(it["id"] in done for it in items):  # answered earlier by these very weights: nothing is recomputed
         return [done[it["id"]] for it in items]

@@ -12,11 +12,21 @@ from paraqa_utils.judge.score import score_file
 
 
 def load_sets(specs: Sequence[str], out: Path, mapping: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    items, rejects, override = [], [], testsets.parse_mapping(mapping)
+    """(items, rejects) of every --test-set; the rejects are written to out/rejects.jsonl. A set whose every item
+    was refused is a TestSetError naming it and its first reasons, raised after that file is written (a silently
+    empty set hid a wrong column mapping)."""
+    items, rejects, refused, override = [], [], [], testsets.parse_mapping(mapping)
     for spec in specs:
         for name, (its, rej) in testsets.load(spec, out / "cache" / "audio", override).items():
             items += its
             rejects += [{**r, "test_set": name, "source": spec} for r in rej]
+            if rej and not its:
+                refused.append(f"test set {name} ({spec}): all {len(rej)} items refused, e.g.\n" +
+                               "\n".join(f"  {r['id']}: {r['reason']}" for r in rej[:5]))
+    runs.write_jsonl(out / "rejects.jsonl", rejects)
+    if refused:
+        raise testsets.TestSetError("\n".join(refused) + f"\n(every reason: {out / 'rejects.jsonl'}; check the "
+                                    "mapping printed above, override with --map FIELD=COLUMN)")
     return items, rejects
 
 
@@ -37,7 +47,7 @@ def table(preds: pd.DataFrame, judged: pd.DataFrame) -> pd.DataFrame:
     """model x test set x question type: mean judge score (0-100) with a bootstrap 95 % CI over items, parse
     rate, answered, failed (no answer: audio or endpoint error) and unjudged (e.g. no reference)."""
     rows: list[dict[str, Any]] = []
-    if preds.empty:  # nothing loaded (every item refused): an empty table with its columns
+    if preds.empty:  # nothing loaded (empty test sets; a wholly refused one is load_sets' error)
         return pd.DataFrame(columns=["model", "test_set", "question_type", "n_items", "n_failed", "n_judged", "score",
                                      "ci_low", "ci_high", "parse_rate"])
     for (model, tset, qtype), g in preds.groupby(["model", "test_set", preds["question_type"].fillna("-")]):
@@ -100,7 +110,6 @@ def evaluate(sets: Sequence[str], model_specs: Sequence[str], out: Path, judge: 
             raise endpoint.ModelSpecError(f"--model {spec!r}: expected NAME=SPEC")
         models[name] = in_run.parse(name, body)
     items, rejects = load_sets(sets, out, mapping)
-    runs.write_jsonl(out / "rejects.jsonl", rejects)
     by_id = {it["id"]: it for it in items}
     jargs: dict[str, Any] = {"judge": judge, "rubric": rubric}
     if judge == "openai":

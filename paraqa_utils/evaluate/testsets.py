@@ -4,7 +4,9 @@
     <file>.jsonl | <file>.csv          audio path + question + reference (+ label, question_type, id)
     hf:<hub id or folder>[@split]      `load_from_disk` for a folder, else `load_dataset`; a DatasetDict needs a
                                        split (the only split is taken); the AudioBench layout, flat or nested
-                                       (`context` audio, `instruction`, `answer`)
+                                       (`context` audio, `instruction`, `answer`; or each {text, audio})
+A column is mapped by name (CANDIDATES) and by the kind of its values: a struct (a dict that is not audio) is
+replaced by its child of the field's kind, so nested `context` = {text, audio} gives audio from `context.audio`.
 Audio may be a path, bytes or a decoded array; arrays and bytes are written once to WAV under the cache.
 Every loaded item: {id, test_set, audio_path, question, reference, question_type, label, explicit_block}.
 """
@@ -14,7 +16,7 @@ import csv
 import hashlib
 import io
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -48,26 +50,54 @@ def parse_mapping(spec: str) -> dict[str, str]:
     return out
 
 
+def is_audio(v: Any) -> bool:
+    """An audio dict: array, bytes or path (datasets' undecoded Audio is {bytes, path}, a decoded one {array, ...})."""
+    return isinstance(v, dict) and bool({"array", "bytes", "path"} & set(v))
+
+
+def is_struct(v: Any) -> bool:
+    return isinstance(v, dict) and not is_audio(v)
+
+
 def flat_columns(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested dict columns as dotted names ('other_attributes.answer'); an audio dict stays whole too."""
     out: dict[str, Any] = {}
     for k, v in row.items():
         out[prefix + k] = v
-        if isinstance(v, dict) and not ({"array", "bytes", "path"} & set(v)):
+        if is_struct(v):
             out.update(flat_columns(v, f"{prefix}{k}."))
     return out
 
 
-def choose_mapping(columns: Iterable[str], override: dict[str, str], source: str) -> dict[str, str]:
-    cols = list(columns)
-    mapping = {f: c for f, c in override.items()}
+def fits(field: str, v: Any, strict: bool = False) -> bool:
+    """Whether a value can be `field`: audio an audio value (or, unless strict, a path string), text a string (or,
+    unless strict, a number); None (a missing value) fits anything unless strict."""
+    if field == "audio":
+        return is_audio(v) or not strict and (v is None or isinstance(v, str))
+    return isinstance(v, str) or not strict and (v is None or isinstance(v, (int, float)))
+
+
+def pick(field: str, col: str, sample: dict[str, Any]) -> str | None:
+    """`col` when its value fits `field`; for a struct (a non-audio dict such as AudioBench's nested `context` =
+    {text, audio}) its best-fitting dotted child: a strict fit first, then one named like a candidate."""
+    if not is_struct(sample.get(col)):
+        return col if fits(field, sample.get(col)) else None
+    leaves = {n.split(".")[-1] for n in CANDIDATES[field]}
+    kids = [k for k in sample if k.startswith(col + ".") and not is_struct(sample[k]) and fits(field, sample[k])]
+    return min(kids, key=lambda k: (not fits(field, sample[k], True), k.split(".")[-1] not in leaves), default=None)
+
+
+def choose_mapping(sample: dict[str, Any], override: dict[str, str], source: str) -> dict[str, str]:
+    """Our field -> column: an override as given (a struct descends to its child), else the first candidate column
+    whose value (`sample`: each flat column's first non-missing value) fits the field."""
+    mapping = {f: pick(f, c, sample) or c for f, c in override.items()}
     for f, names in CANDIDATES.items():
-        mapping.setdefault(f, next((c for c in names if c in cols), None))
-    unknown = {f: c for f, c in override.items() if c not in cols}
+        mapping.setdefault(f, next(filter(None, (pick(f, c, sample) for c in names if c in sample)), None))
+    unknown = {f: c for f, c in override.items() if c not in sample}
     missing = [f for f in REQUIRED if not mapping.get(f)]
     if unknown or missing:
         raise TestSetError(f"{source}: cannot map {', '.join(missing + list(unknown))} (override with --map "
-                           f"FIELD=COLUMN); available columns: {', '.join(cols)}")
+                           f"FIELD=COLUMN); available columns: {', '.join(sample)}")
     return {f: c for f, c in mapping.items() if c}
 
 
@@ -106,8 +136,12 @@ def from_rows(rows: list[dict[str, Any]], name: str, source: str, override: dict
     """(items, rejects): each row mapped onto our fields; a row without usable audio or question is a reject."""
     if not rows:
         return [], []
-    mapping = choose_mapping(flat_columns(rows[0]), override, source)
-    echo(f"{source}: columns {', '.join(flat_columns(rows[0]))}; mapping {mapping}")
+    sample: dict[str, Any] = {}
+    for row in rows[:100]:  # a column's kind is read from its first non-missing value
+        for k, v in flat_columns(row).items():
+            sample[k] = v if sample.get(k) is None else sample[k]
+    mapping = choose_mapping(sample, override, source)
+    echo(f"{source}: columns {', '.join(sample)}; mapping {mapping}")
     items, rejects = [], []
     for n, row in enumerate(rows):
         flat = flat_columns(row)
@@ -173,7 +207,10 @@ def hf_rows(spec: str) -> list[dict[str, Any]]:
         if split not in ds:
             raise TestSetError(f"hf:{spec}: choose a split with @SPLIT: it has {', '.join(ds)}")
         ds = ds[split]
-    for col, feat in ds.features.items():  # undecoded: {bytes, path}, written to WAV by us (no decoder needed)
-        if isinstance(feat, datasets.Audio) and feat.decode:
-            ds = ds.cast_column(col, datasets.Audio(decode=False))
-    return [dict(r) for r in ds]
+    def undecoded(feat: Any) -> Any:  # every Audio, nested ones too: {bytes, path}, written to WAV by us (no decoder)
+        if isinstance(feat, datasets.Audio):
+            return datasets.Audio(decode=False)
+        return {k: undecoded(v) for k, v in feat.items()} if isinstance(feat, dict) else feat
+
+    features = datasets.Features(undecoded(ds.features))
+    return [dict(r) for r in (ds if features == ds.features else ds.cast(features))]

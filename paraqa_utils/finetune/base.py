@@ -48,6 +48,9 @@ def prepare(stage: runs.Stage, cfg: FinetuneConfig) -> BaseInfo:
     or build it. Writes the run's 04_finetune/base/ folder either way (except for none)."""
     if cfg.base.strip().lower() in ("none", ""):
         return BaseInfo("", "", {}, False, ["base: none: every condition starts from the untrained stack"])
+    if cfg.released():
+        return BaseInfo("", "", {}, False, [f"speech_llm {cfg.speech_llm}: a released audio-LLM hears already; "
+                                            "every condition starts from its own weights (no base phase)"])
     clips = {c["clip_id"]: c for c in runs.read_jsonl(stage.input("00_corpus/clips.jsonl"))}
     ann_path = stage.run_dir / "01_annotate" / "annotations.jsonl"
     anns = {a["clip_id"]: a for a in runs.read_jsonl(stage.input("01_annotate/annotations.jsonl"))} if ann_path.exists() else {}

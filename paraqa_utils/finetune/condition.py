@@ -35,7 +35,8 @@ def fingerprint(cfg: FinetuneConfig, model: speech_llm.SpeechLLM) -> dict[str, A
     # n_steps is left out on purpose: a finished run may be extended by raising it
     same = ("batch_size", "grad_accum", "seed", "lr", "schedule", "warmup_ratio", "weight_decay", "max_seq_len",
             "max_train_examples", "group_by_length", "system_prompt")
-    return {"condition": cfg.condition, "whisper_model": model.audio_encoder.model_id, "llm_model": model.llm_id,
+    return {"condition": cfg.condition, "speech_llm": cfg.speech_llm,
+            "whisper_model": model.audio_encoder.model_id, "llm_model": model.llm_id,
             "train_mode": cfg.train_mode, "stack_k": cfg.stack_k, "adapter_hidden": cfg.adapter_hidden,
             "dtype": str(next(model.llm.parameters()).dtype).replace("torch.", ""),
             "lora": [cfg.lora_r, cfg.lora_alpha, cfg.target_modules()] if cfg.train_mode != "adapter" else None,
@@ -48,14 +49,25 @@ def save_weights(model: speech_llm.SpeechLLM, cond_dir: Path, info: distributed.
     """adapter.safetensors (+ lora/ in peft's own format, loadable with PeftModel.from_pretrained).
 
     Every process calls it (gathering FSDP shards is collective); under FSDP the LoRA weights are in the
-    checkpoint's trainable.pt instead of lora/.
+    checkpoint's trainable.pt instead of lora/. A released checkpoint's projector is saved (under its own names)
+    only when it was trained; its lora/ is peft's format on the whole released model.
     """
     from safetensors.torch import save_file
 
-    adapter = {k: distributed.full_tensor(v).detach().cpu().contiguous() for k, v in model.adapter.state_dict().items()}
+    trained = model.released is None or any(p.requires_grad for p in model.adapter.parameters())
+    own = model.adapter if model.released is None else model.adapter.module  # a projector under its own names
+    adapter = {k: distributed.full_tensor(v).detach().cpu().contiguous()
+               for k, v in own.state_dict().items()} if trained else {}
     if not info.main:
         return
-    save_file(adapter, str(cond_dir / "adapter.safetensors"))
+    if trained:
+        save_file(adapter, str(cond_dir / "adapter.safetensors"))
+    if model.released is not None:
+        from paraqa_utils.finetune import released
+
+        if not sharded:
+            released.save_lora(model, cond_dir / "lora")
+        return
     if model.label_readout is not None:  # the folder stays self-contained: paraqa: evaluation needs no base cache
         save_file({k: v.detach().cpu().contiguous() for k, v in model.label_readout.state_dict().items()},
                   str(cond_dir / READOUT_WEIGHTS))
@@ -70,7 +82,7 @@ def predict(model: speech_llm.SpeechLLM, cache: EncoderCache, cfg: FinetuneConfi
     """Greedy answers to the test items (this process's share of them), batched by test set and prompt length."""
     from paraqa_utils.progress import tqdm
 
-    fmt = prompt_format(model.tokenizer, cfg)
+    fmt = prompt_format(model, cfg)
     stop, pad = fmt.stop_ids(), model.tokenizer.pad_token_id
     samples = []
     for name, path in sorted(cfg.test_files.items()):
@@ -136,7 +148,9 @@ def run_condition(cfg: FinetuneConfig) -> dict[str, Any]:
     counts: dict[str, Any] = {}
     started = load_base(model, cfg, cache, reads) if cfg.base_path else None
     summary: dict[str, Any] = {"condition": cfg.condition, "explicit": cfg.explicit, "train_mode": cfg.train_mode,
-                               "whisper_model": model.audio_encoder.model_id, "llm_model": model.llm_id,
+                               "speech_llm": cfg.speech_llm, "whisper_model": model.audio_encoder.model_id,
+                               "llm_model": model.llm_id,
+                               **({"released": model.released.describe()} if model.released is not None else {}),
                                "device": str(device), "dtype": str(dtype).replace("torch.", ""), "world_size": info.world,
                                "train_file_sha256": data_sha, "readouts": cfg.readouts, "base": started,
                                "n_trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
@@ -146,7 +160,7 @@ def run_condition(cfg: FinetuneConfig) -> dict[str, Any]:
         if cfg.max_train_examples and len(records) > cfg.max_train_examples:
             # a seeded subset keeps the task mixture; the first N could be a single task
             records = random.Random(cfg.seed).sample(records, cfg.max_train_examples)
-        fmt = prompt_format(model.tokenizer, cfg)
+        fmt = prompt_format(model, cfg)
         prepare_readouts(reads, cache, records, Path(cfg.run_dir))
         samples = encode_records(records, fmt, Path(cfg.run_dir), cfg.stack_k, cfg.explicit, True, counts, reads)
         train_counts = {f"train_{k}": v for k, v in counts.items()}

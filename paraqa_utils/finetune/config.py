@@ -9,7 +9,7 @@ from typing import Any, Sequence
 from paraqa_utils.finetune import readout, training
 from paraqa_utils.params import ParamsError, check_types, stage_config
 
-TRAIN_MODES = ("adapter", "adapter+lora")
+TRAIN_MODES = ("adapter", "adapter+lora", "lora")  # lora: a released checkpoint's LoRA alone, its projector frozen
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 ZERO_SHOT = "zero_shot"
 STAGE = "04_finetune"
@@ -26,9 +26,11 @@ class FinetuneConfig:
     Knobs have no default here: their one default is 04_finetune.ipynb's parameters cell (`make_config` and
     `load_config` fill them from it). Only the per-condition fields, which the stage sets, have defaults.
     """
+    speech_llm: str  # own: our stack (whisper_model + adapter + llm_model); hf:<id or folder>: a released audio-LLM
+    trust_remote_code: bool  # run a released checkpoint's own model code (MERaLiON); off by default
     whisper_model: str  # "" = embedded Whisper base; a path or hub id (openai/whisper-large-v3)
     llm_model: str  # "" = embedded SmolLM2-135M-Instruct; any causal LM path or hub id
-    train_mode: str  # the paper trains the adapter only; "adapter+lora" adds LoRA on the LLM
+    train_mode: str  # the paper trains the adapter only; "adapter+lora" adds LoRA; "lora" (released models) LoRA alone
     stack_k: int
     adapter_hidden: int  # 0 = the LLM's hidden size
     lora_r: int
@@ -91,7 +93,14 @@ class FinetuneConfig:
                   (self.max_new_tokens >= 1, "max_new_tokens must be >= 1"),
                   (self.max_seq_len >= 16, "max_seq_len must be >= 16"),
                   (self.train_mode == "adapter" or bool(self.target_modules()),
-                   "adapter+lora needs lora_target_modules"),
+                   f"{self.train_mode} needs lora_target_modules"),
+                  (self.released() or self.speech_llm.strip() == "own",
+                   f"speech_llm={self.speech_llm!r}: own, or hf:<hub id or folder> (a released audio-LLM)"),
+                  (self.released() or self.train_mode != "lora",
+                   "train_mode=lora freezes the adapter: only a released audio-LLM (speech_llm: hf:...) has a "
+                   "trained one; our own stack trains adapter or adapter+lora"),
+                  (not self.released() or not self.readouts.strip(),
+                   f"readouts={self.readouts!r} reads our Whisper encoder: a released audio-LLM (speech_llm) takes none"),
                   (not (self.fsdp and self.deepspeed_config), "fsdp and deepspeed_config exclude each other"),
                   (self.base_steps >= 1, "base_steps must be >= 1"), (self.base_lr > 0, "base_lr must be > 0")]
         problems = [msg for ok, msg in checks if not ok]
@@ -101,6 +110,10 @@ class FinetuneConfig:
             problems.append(str(exc))
         if problems:
             raise ConfigError("fine-tuning config:\n  - " + "\n  - ".join(problems))
+
+    def released(self) -> bool:
+        """A released audio-LLM (speech_llm: hf:...) rather than our own stack."""
+        return self.speech_llm.strip().startswith("hf:")
 
     def target_modules(self) -> list[str]:
         return [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]

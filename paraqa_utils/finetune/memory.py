@@ -38,6 +38,40 @@ def param_count(model_id: str, kind: str) -> int | None:
     return n
 
 
+def released_param_count(spec: str, trust_remote_code: bool = False) -> tuple[int, int] | None:
+    """(language model, encoder + projector) parameters of a released audio-LLM (speech_llm: hf:...), built on
+    the meta device from its config; None when its config cannot be read or its class is not one 04 trains."""
+    import transformers
+    from accelerate import init_empty_weights
+    from transformers import AutoModel
+
+    from paraqa_utils.finetune import released
+
+    try:
+        arch, fam, conf = released.family_of(spec, trust_remote_code)
+    except released.ReleasedModelError:
+        return None
+    cls = getattr(transformers, arch, None) or AutoModel
+    with init_empty_weights():
+        model = cls.from_config(conf, trust_remote_code=trust_remote_code) if cls is AutoModel else cls._from_config(conf)
+    seen: set[int] = set()
+
+    def count(*modules: torch.nn.Module) -> int:  # tied weights (Gemma's head) stored once
+        n = 0
+        for m in modules:
+            for p in m.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    n += p.numel()
+        return n
+
+    if getattr(conf.get_text_config(), "tie_word_embeddings", False):  # the meta model leaves them untied
+        head = released.part(model, fam.lm_head) if fam.lm_head else released.part(model, fam.language_model).lm_head
+        seen.add(id(head.weight))
+    lm = count(*(released.part(model, path) for path in (fam.language_model, fam.lm_head) if path))
+    return lm, count(model)
+
+
 def weight_gib_per_gpu(llm_params: int, encoder_params: int, bytes_per_param: int, world: int, fsdp: bool) -> float:
     """FSDP shards the LLM over the processes; the frozen encoder stays whole on every GPU."""
     llm = llm_params * bytes_per_param / (world if fsdp and world > 1 else 1)
@@ -67,7 +101,10 @@ def check_fits(cfg: FinetuneConfig, launch: Launch) -> None:
 
     if not torch.cuda.is_available():
         return
-    llm, enc = param_count(cfg.llm_model, "llm"), param_count(cfg.whisper_model, "encoder")
+    if cfg.released():
+        llm, enc = released_param_count(cfg.speech_llm, cfg.trust_remote_code) or (None, None)
+    else:
+        llm, enc = param_count(cfg.llm_model, "llm"), param_count(cfg.whisper_model, "encoder")
     if llm is None:
         return
     free = min(torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count())) / 2**30

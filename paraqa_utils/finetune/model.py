@@ -35,6 +35,10 @@ def build_model(cfg: FinetuneConfig, device: torch.device, dtype: torch.dtype,
     `sharded` (FSDP): the LLM stays in host memory; fully_shard then moves it to the GPUs one block at a time.
     `label_classes`: the label read-out's classes (the base's manifest has them; the base build passes them).
     """
+    if cfg.released():  # a released audio-LLM: its own encoder, projector and language model (released.py)
+        from paraqa_utils.finetune import released
+
+        return released.build(cfg, torch.device("cpu") if sharded else device, dtype)
     labels = "labels" in readout.parse_readouts(cfg.readouts)
     # on a CPU the frozen encoder stays float32 whatever the LLM's dtype: it runs once per clip (cached), and its
     # states, transcripts and label heads are then the same on every CPU
@@ -123,7 +127,7 @@ def load_base(model: speech_llm.SpeechLLM, cfg: FinetuneConfig, cache: EncoderCa
         want = set(probe["example_ids"])
         rows = [r for r in runs.read_jsonl(rows_path) if r["example_id"] in want]
         prepare_readouts(reads, cache, rows, Path(cfg.run_dir))
-        fmt = prompt_format(model.tokenizer, cfg)
+        fmt = prompt_format(model, cfg)
         samples = encode_records(rows, fmt, Path(cfg.run_dir), cfg.stack_k, False, True, {}, reads)
         if len(samples) == len(want):
             start = base_store.probe_loss(model, samples, cache)

@@ -25,9 +25,13 @@ class PromptTooLong(ValueError):
 TEMPLATE_SYSTEM = "template"  # system_prompt value: the chat template's own system turn
 
 
-def prompt_format(tokenizer: Any, cfg: Any) -> "PromptFormat":
-    """The prompt format of a fine-tuning config (its max_seq_len and system_prompt)."""
-    return PromptFormat(tokenizer, cfg.max_seq_len, cfg.system_prompt)
+def prompt_format(model: Any, cfg: Any) -> "PromptFormat":
+    """The prompt format of a fine-tuning config (its max_seq_len and system_prompt) for a SpeechLLM (a released
+    checkpoint's is its processor's) or a tokenizer."""
+    released = getattr(model, "released", None)
+    if released is not None:
+        return released.prompt_format(model.audio_encoder, cfg)
+    return PromptFormat(getattr(model, "tokenizer", model), cfg.max_seq_len, cfg.system_prompt)
 
 
 def user_content(instruction: str, explicit_block: str | None) -> str:
@@ -57,6 +61,7 @@ class Encoded:
 
 class PromptFormat:
     """Renders the LLM's own chat template around the user turn and splits it at the audio placeholder."""
+    audio_fill_id: int | None = None  # the id written at audio positions (embed() replaces them): the pad id
 
     def __init__(self, tokenizer: Any, max_seq_len: int, system_prompt: str = TEMPLATE_SYSTEM):
         """`system_prompt`: TEMPLATE_SYSTEM keeps the chat template's own system turn (SmolLM2's default is 19
@@ -84,6 +89,10 @@ class PromptFormat:
         system = f"{self.system}\n" if self.system not in ("", TEMPLATE_SYSTEM) else ""
         prompt = f"{system}User: {content}\nAssistant:"  # a base LM without a chat template
         return prompt, ("" if target is None else f" {target}{self.tok.eos_token or ''}")
+
+    def n_audio(self, n_samples: int, stack_k: int) -> int:
+        """Audio positions of a clip: one per adapter output."""
+        return n_audio_tokens(n_samples, stack_k)
 
     def stop_ids(self) -> list[int]:
         """Token ids that end an answer: EOS and the first token the template puts after an assistant turn."""
@@ -120,7 +129,8 @@ class PromptFormat:
         if over > 0:
             raise PromptTooLong(f"{uid}: {n_audio} audio positions + the chat template need "
                                 f"{self.max_seq_len + over} > max_seq_len={self.max_seq_len} tokens")
-        prompt_ids = pre_ids + [self.tok.pad_token_id] * n_audio + list(readout_ids) + user_ids + suffix_ids
+        fill = self.tok.pad_token_id if self.audio_fill_id is None else self.audio_fill_id
+        prompt_ids = pre_ids + [fill] * n_audio + list(readout_ids) + user_ids + suffix_ids
         return Encoded(uid, audio_path, audio_key, prompt_ids + answer_ids,
                        [IGNORE_INDEX] * len(prompt_ids) + answer_ids, len(pre_ids), n_audio, content,
                        truncated, dict(meta or {}))
@@ -163,7 +173,7 @@ def encode_records(records: Iterable[dict[str, Any]], fmt: PromptFormat, run_dir
             _missing(counts, uid)
             continue
         try:
-            n_audio = n_audio_tokens(n_samples, stack_k) + (readout.n_tokens if readout else 0)
+            n_audio = fmt.n_audio(n_samples, stack_k) + (readout.n_tokens if readout else 0)
             extra = readout.transcript_ids(keys[path]) if readout else ()
             enc = fmt.encode(uid, path, keys[path], n_audio, user_content(text, block),
                              rec["target"] if train else None, meta, extra)

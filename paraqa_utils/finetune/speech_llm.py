@@ -24,13 +24,17 @@ class SpeechLLM(nn.Module):
     """Adapter outputs replace the audio placeholder positions of the prompt; loss on answer tokens only."""
 
     def __init__(self, audio_encoder: AudioEncoder, llm: nn.Module, tokenizer: Any, stack_k: int,
-                 adapter_hidden: int = 0, label_readout: nn.Module | None = None):
+                 adapter_hidden: int = 0, label_readout: nn.Module | None = None, adapter: nn.Module | None = None):
+        """`adapter`: a released checkpoint's own projector (released.py); by default our frame-stacking MLP."""
         super().__init__()
         self.audio_encoder = audio_encoder
         self.llm = llm
         self.tokenizer = tokenizer
         llm_dim = llm.get_input_embeddings().weight.shape[1]
-        self.adapter = FrameStackAdapter(audio_encoder.dim, llm_dim, stack_k, adapter_hidden)
+        self.adapter = adapter if adapter is not None else FrameStackAdapter(audio_encoder.dim, llm_dim, stack_k,
+                                                                             adapter_hidden)
+        self.released = None  # released.Released for a released checkpoint's parts
+        self.audio_scale = 1.0  # what the LM's embedding layer multiplies token embeddings by, where audio needs it too
         # readout.LabelReadout: utterance tokens after the adapter's outputs, in the same audio span
         self.label_readout = label_readout
         # bf16 frozen weights: every matmul of forward/generate runs under bf16 autocast (the trainable adapter,
@@ -53,8 +57,9 @@ class SpeechLLM(nn.Module):
 
     def audio_embeddings(self, states: torch.Tensor) -> torch.Tensor:
         """One clip's audio span: the adapter's outputs, then the label read-out's utterance tokens (if any)."""
-        w = self.adapter.proj[0].weight
+        w = next(self.adapter.parameters())
         out = self.adapter(states[:, :self.audio_encoder.dim].to(w.device, w.dtype))
+        out = out * self.audio_scale if self.audio_scale != 1.0 else out
         if self.label_readout is not None:
             out = torch.cat([out, self.label_readout(states).to(out.device, out.dtype)])
         return out

@@ -104,11 +104,14 @@ def save_tiny_qwen2_audio(root: Path, seed: int = 0) -> Path:
     tok.add_special_tokens({"additional_special_tokens": ["<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]})
     cfg = Qwen2AudioConfig(
         audio_config=dict(model_type="qwen2_audio_encoder", num_mel_bins=128, d_model=32, encoder_layers=1,
-                          encoder_attention_heads=2, encoder_ffn_dim=64, max_source_positions=1500),
+                          encoder_attention_heads=2, encoder_ffn_dim=64, max_source_positions=1500, init_std=0.5),
         text_config=dict(model_type="qwen2", vocab_size=len(tok), hidden_size=32, intermediate_size=64,
                          num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                         max_position_embeddings=4096, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
-        audio_token_index=tok.convert_tokens_to_ids("<|AUDIO|>"))
+                         max_position_embeddings=4096, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                         initializer_range=0.3),
+        # wide init, as tiny_whisper's and tiny_llm's: the states then depend on the audio, and LoRA on a frozen
+        # 32-wide head can move the logits (at 0.02 the loss cannot leave ln(vocab))
+        initializer_range=0.3, audio_token_index=tok.convert_tokens_to_ids("<|AUDIO|>"))
     torch.manual_seed(seed)
     Qwen2AudioForConditionalGeneration(cfg).eval().save_pretrained(out)
     Qwen2AudioProcessor(WhisperFeatureExtractor(feature_size=128), tok).save_pretrained(out)

@@ -8,7 +8,6 @@ import dataclasses
 import base64
 import csv
 import io
-import json
 
 import numpy as np
 import pytest
@@ -87,6 +86,78 @@ def test_jsonl_csv_and_a_hugging_face_folder_map_onto_our_fields(tmp_path, clips
     assert len(rejects) == 1 and "neither a path, bytes nor an array" in rejects[0]["reason"]
     with pytest.raises(testsets.TestSetError, match="cannot map question.*available columns: context, .*instruction"):
         testsets.load(f"hf:{tmp_path / 'cpqa'}@test", tmp_path / "cache", {"question": "prompt_text"})
+
+
+def audiobench_folder(path, clips, layout: str, qtype: bool) -> str:
+    """Clips a and b in AudioBench's flat (`context` audio, `instruction`, `answer` strings) or nested ({text, audio}
+    each) layout, saved with `save_to_disk`; audio built as a {bytes, path} struct, then cast to undecoded Audio
+    (no torchcodec needed); question types in `question_type` (flat) or `other_attributes.question_type` (nested)."""
+    import datasets
+    from datasets import Features, Value
+
+    def features(audio):
+        if layout == "flat":
+            out = {"context": audio, "instruction": Value("string"), "answer": Value("string")}
+        else:
+            out = {c: {"text": Value("string"), "audio": audio} for c in ("context", "instruction", "answer")}
+        if qtype:
+            out.update({"question_type": Value("string")} if layout == "flat"
+                       else {"other_attributes": {"question_type": Value("string")}})
+        return Features(out)
+    rows = []
+    for n, q, r, t in (("a", "How does she sound?", "Calm.", "CE"), ("b", "Who is speaking?", "A man.", "CG")):
+        audio = {"bytes": clips[n].read_bytes(), "path": f"{n}.wav"}
+        row = ({"context": audio, "instruction": q, "answer": r} if layout == "flat" else
+               {"context": {"text": None, "audio": audio}, "instruction": {"text": q, "audio": None},
+                "answer": {"text": r, "audio": None}})
+        if qtype:
+            row.update({"question_type": t} if layout == "flat" else {"other_attributes": {"question_type": t}})
+        rows.append(row)
+    struct = {"bytes": Value("binary"), "path": Value("string")}
+    ds = datasets.Dataset.from_list(rows, features=features(struct)).cast(features(datasets.Audio(decode=False)))
+    ds.save_to_disk(str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("layout,qtype", [("flat", False), ("flat", True), ("nested", False), ("nested", True)])
+def test_audiobench_flat_and_nested_folders_map_load_and_answer_through_the_command(tmp_path, clips, capsys,
+                                                                                    layout, qtype):
+    folder = audiobench_folder(tmp_path / f"ab_{layout}", clips, layout, qtype)
+    seen: list[str] = []
+    (name, (items, rejects)), = testsets.load("hf:" + folder, tmp_path / "cache", echo=seen.append).items()
+    picked = ({"audio": "context", "question": "instruction", "reference": "answer"} if layout == "flat" else
+              {"audio": "context.audio", "question": "instruction.text", "reference": "answer.text"})
+    if qtype:
+        picked["question_type"] = "question_type" if layout == "flat" else "other_attributes.question_type"
+    assert f"mapping {picked}" in seen[0] and not rejects and name == f"ab_{layout}"
+    assert [(it["question"], it["reference"]) for it in items] == [("How does she sound?", "Calm."),
+                                                                    ("Who is speaking?", "A man.")]
+    for it, n in zip(items, "ab"):  # the WAV written from the undecoded bytes holds the source samples
+        assert np.array_equal(sf.read(it["audio_path"], dtype="int16")[0], sf.read(clips[n], dtype="int16")[0])
+    assert [it["question_type"] for it in items] == (["CE", "CG"] if qtype else [None, None])
+    log: list = []
+    out = tmp_path / "eval"
+    with FakeLLMServer(make_listener(clips, log)) as srv:
+        assert main(["--test-set", "hf:" + folder, "--model", f"fake=openai:m@{srv.base_url}", "--out", str(out)]) == 0
+    assert f"mapping {picked}" in capsys.readouterr().out  # the command prints the mapping it used
+    assert sorted(log) == [("a", 1.0, "How does she sound?"), ("b", 1.5, "Who is speaking?")]
+    res = list(csv.DictReader((out / "results.csv").read_text().splitlines()))
+    assert [(r["question_type"], r["n_items"]) for r in res] == ([("CE", "1"), ("CG", "1")] if qtype else [("-", "2")])
+    if layout == "nested":  # --map still overrides; naming a struct takes its child of the field's kind
+        (_, (items, _)), = testsets.load("hf:" + folder, tmp_path / "cache", {"question": "answer",
+                                                                             "reference": "instruction.text"},
+                                         echo=seen.append).items()
+        assert "'question': 'answer.text', 'reference': 'instruction.text'" in seen[-1]
+        assert [(it["question"], it["reference"]) for it in items] == [("Calm.", "How does she sound?"),
+                                                                        ("A man.", "Who is speaking?")]
+        import datasets  # a hub copy decodes its nested Audio (torchcodec): the loader reads it undecoded
+
+        ds = datasets.load_from_disk(folder)
+        feats = ds.features.copy()
+        feats["context"]["audio"] = datasets.Audio()
+        ds.cast(feats).save_to_disk(str(tmp_path / "decoding"))
+        (_, (items, _)), = testsets.load(f"hf:{tmp_path / 'decoding'}", tmp_path / "cache", echo=seen.append).items()
+        assert [it["question"] for it in items] == ["How does she sound?", "Who is speaking?"]
 
 
 def test_an_audio_endpoint_hears_the_clip_intact_and_errors_are_recorded_per_item(tmp_path, clips):
@@ -194,6 +265,34 @@ def test_a_tiny_qwen2_audio_answers_through_its_processor_and_generate(tmp_path,
         hf_model.load(hf_model.HfAudioLLM.parse("x", f"hf:{tmp_path / 'nothing'}"))
 
 
+def test_hf_batched_greedy_answers_equal_one_at_a_time_answers(tmp_path, clips):
+    """Left-padded batches of clips of 1, 1.5 and 35 s (two 30 s windows, split across batches of 2) and questions of
+    different lengths answer exactly as one piece at a time; a long clip's windows are joined in order; an unreadable
+    clip is its own item's error."""
+    from paraqa_utils.evaluate import hf_model
+    from paraqa_utils.testing.tiny_models import save_tiny_qwen2_audio
+
+    folder = save_tiny_qwen2_audio(tmp_path / "models")
+    long = sf.read(clips["long"], dtype="float32")[0]
+    for n, part in (("w0", long[:30 * RATE]), ("w1", long[30 * RATE:])):
+        sf.write(tmp_path / f"{n}.wav", part, RATE, subtype="PCM_16")
+    items = [{"id": n, "test_set": "t", "audio_path": str(tmp_path / f"{n}.wav"), "question": q}
+             for n, q in (("a", "How?"), ("gone", "Q?"), ("long", "What does the speaker say, and how?"),
+                          ("b", "Who speaks here?"), ("w0", "What does the speaker say, and how?"),
+                          ("w1", "What does the speaker say, and how?"))]
+    answers = {}
+    for bs in (1, 2, 8):
+        m = hf_model.HfAudioLLM.parse("q", f"hf:{folder}#max_new_tokens=6,long_audio=windows,batch_size={bs}")
+        assert m.batch_size == bs
+        answers[bs] = {r["id"]: (r["answer"], r["error"], r["audio_policy"]) for r in hf_model.answer(m, items)}
+    assert answers[1] == answers[2] == answers[8]
+    one = {k: v[0] for k, v in answers[1].items()}
+    assert len({one["a"], one["b"], one["w0"], one["w1"]}) == 4  # the answers tell the clips apart
+    assert one["long"] == f"{one['w0']} {one['w1']}" and answers[1]["long"][2] == "windows_30s"
+    assert answers[8]["gone"][1].startswith("audio:") and all(answers[8][k][1] is None for k in one if k != "gone")
+    assert hf_model.HfAudioLLM.parse("d", f"hf:{folder}").batch_size == 8
+
+
 def test_external_models_in_a_run_join_04s_predictions_and_05_judges_them(tmp_path, tiny_checkpoints):
     import shutil
 
@@ -241,14 +340,29 @@ def test_base64_audio_is_not_counted_as_prompt_tokens():
     assert text_chars("plain text") == 10
 
 
-def test_a_set_whose_every_item_is_refused_gives_an_empty_table_not_a_crash(tmp_path):
-    runs.write_jsonl(tmp_path / "bad.jsonl", [{"audio_path": "nope.wav", "question": "", "reference": "r"}])
-    with FakeLLMServer(lambda body: "x") as srv:
-        assert main(["--test-set", str(tmp_path / "bad.jsonl"), "--model", f"m=openai:m@{srv.base_url}",
-                     "--out", str(tmp_path / "out")]) == 0
-        assert srv.n_answered == 0
-    assert [r["reason"] for r in runs.read_jsonl(tmp_path / "out" / "rejects.jsonl")] == ["empty question"]
-    assert "Items refused by the loader: 1" in (tmp_path / "out" / "EVAL.md").read_text()
+def test_a_set_whose_every_item_is_refused_is_an_error_before_any_model_is_called(tmp_path, clips, capsys):
+    """Exit 2 naming the set and its first five reasons; rejects.jsonl still holds every refusal. With several sets,
+    one wholly refused set is the error (a silently empty set hid a wrong mapping); a partly refused one answers."""
+    runs.write_jsonl(tmp_path / "bad.jsonl", [{"id": str(k), "audio_path": "a.wav", "question": "", "reference": "r"}
+                                              for k in range(7)])
+    runs.write_jsonl(tmp_path / "good.jsonl", [{"id": "1", "audio_path": "a.wav", "question": "How?", "reference": "r"},
+                                               {"id": "2", "audio_path": "a.wav", "question": " ", "reference": "r"}])
+    for specs in (["bad"], ["good", "bad"]):
+        out = tmp_path / "_".join(specs)
+        with FakeLLMServer(lambda body: "x") as srv:
+            args = [a for s in specs for a in ("--test-set", str(tmp_path / f"{s}.jsonl"))]
+            assert main(args + ["--model", f"m=openai:m@{srv.base_url}", "--out", str(out)]) == 2
+            assert srv.n_requests == 0
+        err = capsys.readouterr().err
+        assert "test set bad (" in err and "all 7 items refused" in err and "test set good" not in err
+        assert all(f"bad:{k}: empty question" in err for k in range(5)) and "bad:5" not in err
+        assert [r["id"] for r in runs.read_jsonl(out / "rejects.jsonl")] == ["good:2"] * (specs[0] == "good") + [
+            f"bad:{k}" for k in range(7)]
+        assert not (out / "results.csv").exists()
+    with FakeLLMServer(lambda body: "x") as srv:  # the partly refused set alone: its other item is answered
+        assert main(["--test-set", str(tmp_path / "good.jsonl"), "--model", f"m=openai:m@{srv.base_url}",
+                     "--out", str(tmp_path / "good")]) == 0
+        assert srv.n_answered == 1
 
 
 def test_06s_main_table_puts_an_external_model_beside_the_trained_conditions():
@@ -271,3 +385,24 @@ def test_model_spec_options_are_typed_by_the_model_and_unknown_ones_refused():
         endpoint.EndpointModel.parse("w", "openai:x@http://h#max_audio_s=abc")
     with pytest.raises(endpoint.ModelSpecError, match="unknown option 'temperature'"):
         endpoint.EndpointModel.parse("w", "openai:x@http://h#temperature=1")
+
+
+def test_a_remote_code_audio_llm_answers_only_when_trusted_and_batches_as_one_at_a_time(tmp_path, clips):
+    """MERaLiON's layout (its own code, `speech_token`, `audios=`): refused without trust_remote_code, naming it;
+    with it, batched greedy answers equal one-at-a-time ones."""
+    from paraqa_utils.evaluate import hf_model
+    from paraqa_utils.evaluate.endpoint import ModelSpecError
+    from paraqa_utils.testing.tiny_meralion import save_tiny_meralion
+
+    folder = save_tiny_meralion(tmp_path / "models")
+    with pytest.raises(ModelSpecError, match=r"runs its own model code.*#trust_remote_code=true"):
+        hf_model.load(hf_model.HfAudioLLM.parse("m", f"hf:{folder}"))
+    items = [{"id": n, "test_set": "t", "audio_path": str(clips[c]), "question": q}
+             for n, c, q in (("a", "a", "How?"), ("b", "b", "Who speaks here, and how do they sound?"))]
+    got = {}
+    for bs in (1, 2):
+        m = hf_model.HfAudioLLM.parse("m", f"hf:{folder}#trust_remote_code=true,max_new_tokens=5,batch_size={bs}")
+        got[bs] = {r["id"]: (r["answer"], r["error"]) for r in hf_model.answer(m, items)}
+    assert got[1] == got[2] and all(err is None for _, err in got[1].values())
+    proc, _ = hf_model.load(m)
+    assert proc.speech_token in hf_model.chat_text(proc, "How?")

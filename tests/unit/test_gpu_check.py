@@ -44,3 +44,17 @@ def test_model_flops_match_torchs_flop_counter(gpu_check, one_torch_thread, trai
     assert counted == pytest.approx(measured, rel=0.01), (counted, measured)
     without_attention = counted - bs * 4 * enc_cfg.encoder_layers * (n_audio * 15) ** 2 * enc_cfg.d_model
     assert abs(without_attention - measured) > 0.05 * measured  # the attention terms matter at these shapes
+
+
+@pytest.mark.parametrize("shape", ["qwen2-audio-7b", "meralion-2-10b"])
+def test_released_shapes_train_through_04s_parts_in_the_check(gpu_check, one_torch_thread, tmp_path, shape):
+    """--speech-llm at tiny width: the released class built from config, taken apart as 04 does, one LoRA step."""
+    import json
+
+    out = tmp_path / "gpu_check.json"
+    assert gpu_check.main(["--tiny", "--speech-llm", shape, "--batch-sizes", "1", "--steps", "1", "--warmup", "0",
+                           "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    (row,) = res["rows"]
+    assert res["speech_llm"] == shape and res["audio_tokens"] == (750 if shape.startswith("qwen") else 100)
+    assert row["final_loss"] > 0 and row["model_tflops_per_step"] > 0 and row["step_s"] > 0

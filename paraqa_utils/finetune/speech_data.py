@@ -113,11 +113,15 @@ class PromptFormat:
             raise ValueError(f"{uid}: the rendered prompt must hold the audio placeholder exactly once")
         pre, rest = prompt.split(AUDIO_PLACEHOLDER)
         user_text = content.split(AUDIO_PLACEHOLDER, 1)[1].rstrip()
-        if not rest.startswith(user_text):  # a template that rewrites the content: no separable user text
-            user_text = ""
+        between = ""  # template text between the audio and the user text (a processor's audio end marker)
+        if not rest.startswith(user_text):
+            at = rest.find(user_text.lstrip("\n")) if user_text.strip() else -1
+            # a template that rewrites the content has no separable user text
+            between, user_text = (rest[:at], user_text.lstrip("\n")) if at >= 0 else ("", "")
         pre_ids, user_ids = self._ids(pre), self._ids(user_text)
-        suffix_ids, answer_ids = self._ids(rest[len(user_text):]), self._ids(answer)
-        n_span = n_audio + len(readout_ids)
+        between_ids = self._ids(between)
+        suffix_ids, answer_ids = self._ids(rest[len(between) + len(user_text):]), self._ids(answer)
+        n_span = n_audio + len(readout_ids) + len(between_ids)
         over = len(pre_ids) + n_span + len(user_ids) + len(suffix_ids) + len(answer_ids) - self.max_seq_len
         truncated = over > 0
         if over > 0 and len(answer_ids) > 1:
@@ -130,7 +134,7 @@ class PromptFormat:
             raise PromptTooLong(f"{uid}: {n_audio} audio positions + the chat template need "
                                 f"{self.max_seq_len + over} > max_seq_len={self.max_seq_len} tokens")
         fill = self.tok.pad_token_id if self.audio_fill_id is None else self.audio_fill_id
-        prompt_ids = pre_ids + [fill] * n_audio + list(readout_ids) + user_ids + suffix_ids
+        prompt_ids = pre_ids + [fill] * n_audio + list(readout_ids) + between_ids + user_ids + suffix_ids
         return Encoded(uid, audio_path, audio_key, prompt_ids + answer_ids,
                        [IGNORE_INDEX] * len(prompt_ids) + answer_ids, len(pre_ids), n_audio, content,
                        truncated, dict(meta or {}))

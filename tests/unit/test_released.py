@@ -86,6 +86,16 @@ def test_the_encoder_and_prompt_match_the_processor_and_the_released_forward(ckp
     text = fmt._render(user_content(rec["instruction"], rec.get("explicit_block")), None)[0].replace("<audio>", fmt.audio_token)
     ref = proc(text=text, audio=[wave], sampling_rate=16000, return_tensors="pt")
     assert prompt_ids == ref["input_ids"][0].tolist()
+    # over max_seq_len: the answer's tail, then the start of the user text are cut; the audio span and the
+    # template's tail stay (the processor's audio end marker sits between the span and the user text)
+    n_answer = s.n_label_tokens
+    short = dataclasses.replace(cfg, max_seq_len=len(s.input_ids) - (n_answer - 1) - 3)
+    (cut,) = encode_records([rec], prompt_format(model, short), merged, cfg.stack_k, False, True, {})
+    assert cut.truncated and len(cut.input_ids) == short.max_seq_len and cut.n_label_tokens == 1
+    kept = cut.input_ids[:len(cut.input_ids) - 1]
+    assert kept[:s.audio_start + s.n_audio] == prompt_ids[:s.audio_start + s.n_audio]
+    tail = len(prompt_ids) - (s.audio_start + s.n_audio) - 3
+    assert kept[-tail // 2:] == prompt_ids[-tail // 2:] and len(kept) == len(prompt_ids) - 3
     with torch.no_grad():
         want = hf(**ref).logits[0]
         t = collate([s], model.tokenizer.pad_token_id)

@@ -108,6 +108,7 @@ def answer(m: ConditionModel, items: Sequence[dict[str, Any]], cache_dir: Path) 
     from paraqa_utils.finetune.condition import predict
 
     cache_dir.mkdir(parents=True, exist_ok=True)
+    # keyed on every weight file; a folder with adapter.safetensors alone keeps that file's sha (earlier caches hold)
     key = "".join(runs.sha256_file(p) for p in weight_files(m.folder))
     done_path = cache_dir / f"answers-{runs.sha256_text(key)[:12] if len(key) > 64 else key[:12]}.jsonl"
     done = {r["id"]: r for r in runs.read_jsonl(done_path)} if done_path.exists() else {}

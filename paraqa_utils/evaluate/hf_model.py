@@ -48,15 +48,13 @@ REMOTE_CLASSES = ("AutoModelForSpeechSeq2Seq", "AutoModelForCausalLM", "AutoMode
 def load(m: HfAudioLLM) -> tuple[Any, Any]:
     """(processor, model): the class the config's `architectures` names in transformers, else (remote code, with
     trust_remote_code=true only) the one its auto_map names."""
-    import json
-    from pathlib import Path
-
     import transformers
     from transformers import AutoProcessor
-    from transformers.utils import cached_file
+
+    from paraqa_utils.finetune.released import checkpoint_config
 
     try:
-        conf = json.loads(Path(cached_file(m.model, "config.json")).read_text())
+        conf = checkpoint_config(m.model)
         arch = (conf.get("architectures") or [""])[0]
         cls = getattr(transformers, arch, None)
         auto = conf.get("auto_map") or {}
@@ -80,19 +78,13 @@ def load(m: HfAudioLLM) -> tuple[Any, Any]:
 
 
 def chat_text(proc: Any, question: str) -> str:
-    """The prompt with the processor's audio slot: its chat template with an audio part, else our own layout."""
+    """The prompt with the processor's audio slot: its chat template with an audio part, else our own layout
+    (the audio first, as 04 builds a released model's prompts: released.chat_prompt)."""
+    from paraqa_utils.finetune.released import chat_prompt
+
     token = getattr(proc, "audio_token", None) or getattr(proc, "speech_token", None) or "<|AUDIO|>"
-    slot = f"{getattr(proc, 'audio_bos_token', '')}{token}{getattr(proc, 'audio_eos_token', '')}"
     conv = [{"role": "user", "content": [{"type": "audio", "audio_url": "clip.wav"}, {"type": "text", "text": question}]}]
-    try:
-        text = proc.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
-    except Exception:  # a template that takes string content only
-        text = ""
-    if token in text:
-        return text
-    plain = [{"role": "user", "content": f"{slot}\n{question}"}]
-    return proc.apply_chat_template(plain, add_generation_prompt=True, tokenize=False) \
-        if getattr(proc, "chat_template", None) else f"{slot}\n{question}"
+    return chat_prompt(proc, token, conv, True)
 
 
 def answer(m: HfAudioLLM, items: Sequence[dict[str, Any]], cache_dir: Any = None) -> list[dict[str, Any]]:

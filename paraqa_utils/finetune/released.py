@@ -60,17 +60,24 @@ def part(model: nn.Module, path: str) -> nn.Module:
     return model
 
 
+def checkpoint_config(path: str) -> dict[str, Any]:
+    """A folder's or hub id's config.json as written (its architectures and auto_map), read without transformers'
+    config classes, so that remote code is never imported (nor asked about) to read it."""
+    import json
+
+    from transformers.utils import cached_file
+
+    return json.loads(Path(cached_file(path, "config.json")).read_text())
+
+
 def family_of(spec: str, trust_remote_code: bool) -> tuple[str, Family, Any]:
     """(architecture, family, config) of a checkpoint; refuses an architecture 04 cannot take apart, and remote code
     without trust_remote_code, from its config.json alone (before transformers could ask to run any code)."""
-    import json
-
     from transformers import AutoConfig
-    from transformers.utils import cached_file
 
     path = model_path(spec)
     try:
-        raw = json.loads(Path(cached_file(path, "config.json")).read_text())
+        raw = checkpoint_config(path)
     except (OSError, ValueError) as exc:
         raise ReleasedModelError(f"speech_llm={spec}: cannot read its config.json: {exc}") from None
     arch = (raw.get("architectures") or ["(none)"])[0]
@@ -109,19 +116,7 @@ class ProcessorPrompt(PromptFormat):
         return user
 
     def _template(self, messages: list[dict[str, Any]], generation: bool) -> str:
-        owner = self.proc if getattr(self.proc, "chat_template", None) else self.tok
-        try:
-            text = owner.apply_chat_template(messages, add_generation_prompt=generation, tokenize=False)
-        except Exception:  # a template that takes string content only
-            text = ""
-        if self.audio_token in text:
-            return text
-        # no audio part in the template: the audio token where our own stack puts the audio (first in the turn)
-        flat = [{"role": m["role"], "content": "".join(
-            self.audio_token if part["type"] == "audio" else part["text"] for part in m["content"])} for m in messages]
-        if not getattr(self.tok, "chat_template", None):
-            return "".join(m["content"] for m in flat)
-        return self.tok.apply_chat_template(flat, add_generation_prompt=generation, tokenize=False)
+        return chat_prompt(self.proc, self.audio_token, messages, generation)
 
     def _render(self, content: str, target: str | None) -> tuple[str, str]:
         text = content.split(AUDIO_PLACEHOLDER, 1)[1].lstrip("\n")
@@ -138,6 +133,26 @@ class ProcessorPrompt(PromptFormat):
         if full.startswith(prompt):
             return prompt, full[len(prompt):]
         return prompt, target + (self.tok.eos_token or "")
+
+
+def chat_prompt(processor: Any, audio_token: str, messages: list[dict[str, Any]], generation: bool) -> str:
+    """Messages whose content parts include {"type": "audio"}, rendered by the processor's chat template (or its
+    tokenizer's) with the audio token once. A template without audio parts gets the string content with the audio
+    token where the audio part is (between the processor's audio_bos/audio_eos tokens, when it has them), then a new line."""
+    tok = processor.tokenizer
+    owner = processor if getattr(processor, "chat_template", None) else tok
+    try:
+        text = owner.apply_chat_template(messages, add_generation_prompt=generation, tokenize=False)
+    except Exception:  # a template that takes string content only
+        text = ""
+    if audio_token in text:
+        return text
+    slot = f"{getattr(processor, 'audio_bos_token', '') or ''}{audio_token}{getattr(processor, 'audio_eos_token', '') or ''}"
+    flat = [{"role": m["role"], "content": "".join(f"{slot}\n" if part["type"] == "audio" else part["text"]
+                                                   for part in m["content"])} for m in messages]
+    if not getattr(tok, "chat_template", None):
+        return "".join(m["content"] for m in flat)
+    return tok.apply_chat_template(flat, add_generation_prompt=generation, tokenize=False)
 
 
 def audio_token_of(processor: Any, spec: str) -> str:

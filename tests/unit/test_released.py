@@ -256,10 +256,10 @@ def test_the_memory_check_counts_the_released_7_to_10b_shapes_and_says_how_to_fi
     assert memory.problem(mer_lm, mer_rest, 2, 2, True, free_gib=22.0) is None
 
 
-def test_fsdp_over_two_gloo_processes_follows_one_process_and_the_predictor_saves_peft_lora(qwen, fake_merged_run,
-                                                                                           tmp_path):
-    """A released checkpoint through 04's launcher: FSDP2 over 2 processes (LoRA + projector) matches 1 process with
-    twice the accumulation; the one-process predictor then writes peft's lora/ and the predictions."""
+@pytest.mark.parametrize("sharding", ["fsdp", "zero2"])
+def test_two_gloo_processes_follow_one_process_and_save_peft_lora(qwen, fake_merged_run, tmp_path, sharding):
+    """A released checkpoint through 04's launcher: FSDP2, or DeepSpeed ZeRO-2, over 2 processes (LoRA + projector)
+    matches 1 process with twice the accumulation; peft's lora/ and the predictions are written."""
     from paraqa_utils.finetune import launch as L
     from paraqa_utils.finetune import workers as W
 
@@ -269,9 +269,12 @@ def test_fsdp_over_two_gloo_processes_follows_one_process_and_the_predictor_save
     common = dict(train_mode="adapter+lora", lora_dropout=0.0, n_steps=3, batch_size=2, max_train_examples=0,
                   max_test_items=2, torch_threads=1, test_files={"emotion": str(run / "03_explicit_merge" / "test_emotion.jsonl")})
     finetune_cli.run_condition(cfg_for(run, tmp_path / "one", f"hf:{qwen}", grad_accum=2, **common))
+    zero2 = str(Path(__file__).resolve().parents[2] / "params" / "launch" / "zero2_bf16.json")
+    shard = {"fsdp": True} if sharding == "fsdp" else {"deepspeed_config": zero2}
     launch = L.resolve(L.LaunchSettings(launcher="torchrun", n_processes=2, n_nodes=1, node_rank=0, main_address="",
-                                        main_port=0, accelerate_config=""), device="cpu", n_cpus=2)
-    two = W.run_subprocess(cfg_for(run, tmp_path / "two", f"hf:{qwen}", fsdp=True, **common), launch, lambda _: None)
+                                        main_port=0, accelerate_config=""), device="cpu", n_cpus=2,
+                       deepspeed=shard.get("deepspeed_config", ""))
+    two = W.run_subprocess(cfg_for(run, tmp_path / "two", f"hf:{qwen}", **shard, **common), launch, lambda _: None)
     a = [r["loss"] for r in runs.read_jsonl(tmp_path / "one" / "implicit" / "train_log.jsonl")]
     b = [r["loss"] for r in runs.read_jsonl(tmp_path / "two" / "implicit" / "train_log.jsonl")]
     assert b == pytest.approx(a, rel=1e-4) and a[0] > a[-1]
